@@ -1,0 +1,245 @@
+//! What the inner service learns about the caller: the [`Principal`] put into the request's
+//! extensions, and (feature `axum`) the `Principal` and [`Claims<T>`] extractors.
+//!
+//! The layer marks every request it lets through with a [`GateContext`], so an extractor can
+//! tell "no token on an `optional` route" (a `None`) from "the layer is not in front of this
+//! handler" (a wiring mistake, answered 500 rather than a misleading 401).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::ErrorRenderer;
+
+/// How a principal's token was found valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifiedBy {
+    /// Local JWT verification (signature and claims).
+    Signature,
+    /// Local verification confirmed by the issuer's introspection endpoint.
+    Introspection,
+}
+
+/// The authenticated caller of a request.
+///
+/// Cheap to clone: everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct Principal(Arc<PrincipalData>);
+
+pub(crate) struct PrincipalData {
+    pub(crate) issuer: Arc<str>,
+    pub(crate) subject: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) issued_at: Option<i64>,
+    pub(crate) token_id: Option<String>,
+    pub(crate) verified_by: VerifiedBy,
+    pub(crate) claims: Arc<Value>,
+}
+
+impl Principal {
+    pub(crate) fn new(data: PrincipalData) -> Self {
+        Self(Arc::new(data))
+    }
+
+    /// The issuer (`iss`) that vouched for the token.
+    pub fn issuer(&self) -> &str {
+        &self.0.issuer
+    }
+
+    /// The subject (`sub`), if the token has one.
+    pub fn subject(&self) -> Option<&str> {
+        self.0.subject.as_deref()
+    }
+
+    /// The OAuth client the token was issued to (`client_id`, else `azp`).
+    pub fn client_id(&self) -> Option<&str> {
+        self.0.client_id.as_deref()
+    }
+
+    /// The token's scopes (`scope`, space-separated, or `scp`).
+    pub fn scopes(&self) -> &[String] {
+        &self.0.scopes
+    }
+
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.0.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Expiry (`exp`) in seconds since the Unix epoch.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.0.expires_at
+    }
+
+    /// Issue time (`iat`) in seconds since the Unix epoch.
+    pub fn issued_at(&self) -> Option<i64> {
+        self.0.issued_at
+    }
+
+    /// The token's identifier (`jti`).
+    pub fn token_id(&self) -> Option<&str> {
+        self.0.token_id.as_deref()
+    }
+
+    /// How the token was found valid.
+    pub fn verified_by(&self) -> VerifiedBy {
+        self.0.verified_by
+    }
+
+    /// Every claim of the token, as verified (a JSON object).
+    pub fn claims(&self) -> &Value {
+        &self.0.claims
+    }
+
+    /// The claims deserialised into `T`.
+    pub fn claims_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&*self.0.claims)
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Claim values may be personal data; list only their names.
+        let names: Vec<&str> =
+            self.0.claims.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        f.debug_struct("Principal")
+            .field("issuer", &self.0.issuer)
+            .field("subject", &self.0.subject)
+            .field("client_id", &self.0.client_id)
+            .field("scopes", &self.0.scopes)
+            .field("expires_at", &self.0.expires_at)
+            .field("verified_by", &self.0.verified_by)
+            .field("claims", &names)
+            .finish()
+    }
+}
+
+/// Put into the extensions of every request the layer lets through, token or not.
+#[derive(Clone)]
+pub struct GateContext {
+    pub(crate) realm: Arc<str>,
+    pub(crate) renderer: Arc<dyn ErrorRenderer>,
+}
+
+impl GateContext {
+    /// The `WWW-Authenticate` realm of the layer that let the request through.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Renders `error` the way the layer would.
+    pub fn render(&self, error: &crate::AuthError) -> http::Response<bytes::Bytes> {
+        self.renderer.render(error, &self.realm)
+    }
+}
+
+impl fmt::Debug for GateContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateContext").field("realm", &self.realm).finish_non_exhaustive()
+    }
+}
+
+/// The verified claims of the request's token, deserialised into `T` (an axum extractor with
+/// feature `axum`).
+#[derive(Debug, Clone)]
+pub struct Claims<T>(pub T);
+
+#[cfg(feature = "axum")]
+mod axum_extract {
+    use super::*;
+    use crate::error::{AuthError, Rejection};
+    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+    use axum::response::{IntoResponse, Response};
+    use http::StatusCode;
+    use http::request::Parts;
+
+    /// Why a [`Principal`] or [`Claims`] extractor refused the request.
+    #[derive(Debug)]
+    pub enum ClaimsRejection {
+        /// The `TokenGateLayer` is not in front of this handler: a wiring mistake, answered 500.
+        MissingLayer,
+        /// No token was sent (on an `optional` route) but the handler requires one.
+        Auth(AuthError, GateContext),
+    }
+
+    impl IntoResponse for ClaimsRejection {
+        fn into_response(self) -> Response {
+            match self {
+                ClaimsRejection::MissingLayer => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"error":"server_error","error_description":"tokengate: the TokenGateLayer is not in front of this handler"}"#,
+                )
+                    .into_response(),
+                ClaimsRejection::Auth(error, context) => context.render(&error).map(axum::body::Body::from),
+            }
+        }
+    }
+
+    fn context(parts: &Parts) -> Result<GateContext, ClaimsRejection> {
+        parts.extensions.get::<GateContext>().cloned().ok_or(ClaimsRejection::MissingLayer)
+    }
+
+    fn principal(parts: &Parts) -> Result<Option<Principal>, ClaimsRejection> {
+        context(parts)?;
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+
+    fn claims<T: DeserializeOwned>(
+        parts: &Parts,
+        principal: &Principal,
+    ) -> Result<Claims<T>, ClaimsRejection> {
+        let context = context(parts)?;
+        principal.claims_as::<T>().map(Claims).map_err(|_| {
+            ClaimsRejection::Auth(AuthError::InvalidToken(Rejection::InvalidClaim("claims")), context)
+        })
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for Principal {
+        type Rejection = ClaimsRejection;
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+            match principal(parts)? {
+                Some(p) => Ok(p),
+                None => Err(ClaimsRejection::Auth(AuthError::MissingToken, context(parts)?)),
+            }
+        }
+    }
+
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+        type Rejection = ClaimsRejection;
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+            principal(parts)
+        }
+    }
+
+    impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Claims<T> {
+        type Rejection = ClaimsRejection;
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+            match principal(parts)? {
+                Some(p) => claims(parts, &p),
+                None => Err(ClaimsRejection::Auth(AuthError::MissingToken, context(parts)?)),
+            }
+        }
+    }
+
+    impl<S: Send + Sync, T: DeserializeOwned + Send> OptionalFromRequestParts<S> for Claims<T> {
+        type Rejection = ClaimsRejection;
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+            match principal(parts)? {
+                Some(p) => claims(parts, &p).map(Some),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+pub use axum_extract::ClaimsRejection;

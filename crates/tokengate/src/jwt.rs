@@ -1,0 +1,452 @@
+//! Local verification of a compact JWS access token: header checks, issuer selection,
+//! signature, claims. Pure and synchronous — it reads a key-set snapshot and never waits.
+//!
+//! The order is the one in DESIGN.md: size cap; three strict base64url segments; header
+//! (`alg` registered and allowed, no `crit`, `typ` when required; `jku`/`x5u`/`jwk`/`x5c` are
+//! ignored, never fetched or trusted); the unverified `iss` picks one of the *configured*
+//! issuers; the signature is checked with that issuer's keys alone, with the algorithm bound to
+//! the key; then `exp`, `nbf`, `iat`, `iss`, `aud`. The payload JSON is parsed exactly once.
+//! Duplicate member names in the header or at the top level of the payload make a token
+//! malformed (RFC 7515 §5.2 lets us refuse them, and parsers that disagree on which duplicate
+//! wins are a classic bypass).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::claims::{Principal, PrincipalData, VerifiedBy};
+use crate::error::Rejection;
+use crate::jwks::{KeySet, parse_algorithm};
+
+/// Default clock-skew leeway for `exp`, `nbf` and `iat`: 30 s, what most gateways use.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The largest leeway the builder accepts: 5 minutes. More would keep expired tokens alive.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z. Anything later is not a date.
+const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
+/// The verification settings and current keys of one issuer.
+pub struct IssuerVerifier {
+    pub(crate) issuer: Arc<str>,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) required_type: Option<String>,
+    pub(crate) require_exp: bool,
+    pub(crate) leeway: i64,
+    pub(crate) keys: ArcSwap<KeySet>,
+}
+
+impl IssuerVerifier {
+    /// The issuer identifier (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The current key set.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// Replaces the key set; requests in flight keep the snapshot they loaded.
+    pub fn swap_keys(&self, keys: KeySet) {
+        self.keys.store(Arc::new(keys));
+    }
+}
+
+impl fmt::Debug for IssuerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuerVerifier")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("algorithms", &self.algorithms)
+            .field("required_type", &self.required_type)
+            .field("keys", &self.keys.load().len())
+            .finish()
+    }
+}
+
+/// The header and payload of a token, decoded but not yet verified.
+pub struct UnverifiedToken<'t> {
+    /// The JOSE header.
+    pub header: Map<String, Value>,
+    /// The claims.
+    pub claims: Map<String, Value>,
+    /// The registered algorithm named by the header.
+    pub alg: Option<Algorithm>,
+    signing_input: &'t [u8],
+    signature: Vec<u8>,
+}
+
+/// Splits and decodes a compact JWS without verifying anything: three non-empty segments of
+/// canonical unpadded base64url, the first two JSON objects without duplicate member names.
+pub fn decode_unverified(token: &str) -> Result<UnverifiedToken<'_>, Rejection> {
+    let mut parts = token.splitn(4, '.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(Rejection::Malformed);
+    };
+    if h.is_empty() || p.is_empty() || s.is_empty() {
+        return Err(Rejection::Malformed);
+    }
+    let header = strict_object(&b64(h)?)?;
+    let claims = strict_object(&b64(p)?)?;
+    let signature = b64(s)?;
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) => parse_algorithm(name),
+        _ => None,
+    };
+    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+    Ok(UnverifiedToken { header, claims, alg, signing_input, signature })
+}
+
+fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
+    // The standard engine refuses padding, the `+`/`/` alphabet, whitespace and non-zero
+    // trailing bits, so every token has exactly one encoding.
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed)
+}
+
+/// Parses a JSON object, refusing duplicate member names at its top level.
+fn strict_object(json: &[u8]) -> Result<Map<String, Value>, Rejection> {
+    struct StrictObject(Map<String, Value>);
+
+    impl<'de> serde::Deserialize<'de> for StrictObject {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = StrictObject;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
+                    let mut map = Map::new();
+                    while let Some((key, value)) = access.next_entry::<String, Value>()? {
+                        if map.contains_key(&key) {
+                            return Err(serde::de::Error::custom("duplicate member name"));
+                        }
+                        map.insert(key, value);
+                    }
+                    Ok(StrictObject(map))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    serde_json::from_slice::<StrictObject>(json).map(|o| o.0).map_err(|_| Rejection::Malformed)
+}
+
+/// Verifies `token` against the configured `issuers` at time `now` and returns the principal.
+pub fn verify(
+    token: &str,
+    issuers: &[IssuerVerifier],
+    now: i64,
+    max_len: usize,
+) -> Result<Principal, Rejection> {
+    if token.len() > max_len {
+        return Err(Rejection::TooLarge);
+    }
+    let decoded = decode_unverified(token)?;
+    let header = &decoded.header;
+    let alg = match header.get("alg") {
+        Some(Value::String(_)) => decoded.alg.ok_or(Rejection::UnsupportedAlgorithm)?,
+        Some(_) => return Err(Rejection::Malformed),
+        None => return Err(Rejection::UnsupportedAlgorithm),
+    };
+    // RFC 7515 §4.1.11: a recipient must reject a token whose `crit` it does not fully
+    // understand; tokengate implements no extension, so any `crit` is refused.
+    if header.contains_key("crit") {
+        return Err(Rejection::UnknownCritical);
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.as_str()),
+        Some(_) => return Err(Rejection::Malformed),
+    };
+
+    let issuer = match decoded.claims.get("iss") {
+        None => return Err(Rejection::MissingClaim("iss")),
+        Some(Value::String(iss)) => {
+            issuers.iter().find(|i| *i.issuer == **iss).ok_or(Rejection::UnknownIssuer)?
+        }
+        Some(_) => return Err(Rejection::InvalidClaim("iss")),
+    };
+    if !issuer.algorithms.contains(&alg) {
+        return Err(Rejection::AlgorithmNotAllowed);
+    }
+    if let Some(required) = &issuer.required_type {
+        match header.get("typ") {
+            Some(Value::String(typ)) if media_type_eq(typ, required) => {}
+            _ => return Err(Rejection::WrongType),
+        }
+    }
+
+    verify_signature(&issuer.keys.load(), kid, alg, decoded.signing_input, &decoded.signature)?;
+    let claims = decoded.claims;
+    check_claims(issuer, &claims, now)?;
+    principal(issuer, claims, VerifiedBy::Signature)
+}
+
+/// Verifies the signature with the issuer's keys that fit `kid` and `alg`.
+// `&Vec<u8>` because jsonwebtoken's verifiers implement `Verifier<Vec<u8>>`.
+#[allow(clippy::ptr_arg)]
+fn verify_signature(
+    keys: &KeySet,
+    kid: Option<&str>,
+    alg: Algorithm,
+    message: &[u8],
+    signature: &Vec<u8>,
+) -> Result<(), Rejection> {
+    let provider = crate::crypto::provider();
+    let mut tried = false;
+    for key in keys.candidates(kid, alg) {
+        tried = true;
+        let Ok(verifier) = (provider.verifier_factory)(&alg, key.decoding_key()) else {
+            continue;
+        };
+        if verifier.verify(message, signature).is_ok() {
+            return Ok(());
+        }
+    }
+    if tried {
+        return Err(Rejection::BadSignature);
+    }
+    // No candidate: either nothing has this kid, or what has it cannot verify this alg.
+    match kid {
+        Some(kid) if keys.has_kid(kid) => Err(Rejection::AlgorithmNotAllowed),
+        _ if !keys.supports(alg) => Err(Rejection::AlgorithmNotAllowed),
+        _ => Err(Rejection::UnknownKey),
+    }
+}
+
+/// `typ` is a media type: compared case-insensitively, with or without `application/`
+/// (RFC 7515 §4.1.9).
+fn media_type_eq(got: &str, want: &str) -> bool {
+    let strip = |s: &str| {
+        let s = s.trim();
+        if s.len() > 12 && s[..12].eq_ignore_ascii_case("application/") {
+            s[12..].to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    strip(got).eq_ignore_ascii_case(&strip(want))
+}
+
+/// A NumericDate claim (RFC 7519 §2): a non-negative number of seconds, not later than year
+/// 9999. Fractions are allowed; `round_up` says which way to round them (always the stricter).
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+    round_up: bool,
+) -> Result<Option<i64>, Rejection> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let Value::Number(n) = value else {
+        return Err(Rejection::InvalidClaim(name));
+    };
+    if let Some(i) = n.as_i64() {
+        if (0..=MAX_NUMERIC_DATE as i64).contains(&i) {
+            return Ok(Some(i));
+        }
+        return Err(Rejection::InvalidClaim(name));
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && (0.0..=MAX_NUMERIC_DATE).contains(&f) => {
+            Ok(Some(if round_up { f.ceil() } else { f.floor() } as i64))
+        }
+        _ => Err(Rejection::InvalidClaim(name)),
+    }
+}
+
+/// `exp`, `nbf`, `iat` and `aud` (`iss` was matched when the issuer was chosen).
+fn check_claims(issuer: &IssuerVerifier, claims: &Map<String, Value>, now: i64) -> Result<(), Rejection> {
+    let leeway = issuer.leeway;
+    match numeric_date(claims, "exp", false)? {
+        Some(exp) if now - leeway >= exp => return Err(Rejection::Expired),
+        Some(_) => {}
+        None if issuer.require_exp => return Err(Rejection::MissingClaim("exp")),
+        None => {}
+    }
+    if let Some(nbf) = numeric_date(claims, "nbf", true)?
+        && nbf > now + leeway
+    {
+        return Err(Rejection::NotYetValid);
+    }
+    if let Some(iat) = numeric_date(claims, "iat", true)?
+        && iat > now + leeway
+    {
+        return Err(Rejection::IssuedInFuture);
+    }
+    check_audience(claims.get("aud"), &issuer.audiences)
+}
+
+/// `aud` must be present, a string or an array of strings, and contain a configured audience.
+pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[String]) -> Result<(), Rejection> {
+    let ours = |a: &str| accepted.iter().any(|x| x == a);
+    match aud {
+        None => Err(Rejection::MissingClaim("aud")),
+        Some(Value::String(a)) => ours(a).then_some(()).ok_or(Rejection::WrongAudience),
+        Some(Value::Array(items)) => {
+            let mut found = false;
+            for item in items {
+                let Value::String(a) = item else {
+                    return Err(Rejection::InvalidClaim("aud"));
+                };
+                found |= ours(a);
+            }
+            found.then_some(()).ok_or(Rejection::WrongAudience)
+        }
+        Some(_) => Err(Rejection::InvalidClaim("aud")),
+    }
+}
+
+/// Scopes from `scope` (space-separated string, RFC 8693 §4.2 / RFC 9068 §2.2.3) or, failing
+/// that, `scp` (a string or an array of strings, as Okta and Azure AD send it).
+pub(crate) fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+    let split = |s: &str| s.split_ascii_whitespace().map(str::to_owned).collect();
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => Ok(split(s)),
+        (Some(_), _) => Err(Rejection::InvalidClaim("scope")),
+        (None, Some(Value::String(s))) => Ok(split(s)),
+        (None, Some(Value::Array(items))) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned).ok_or(Rejection::InvalidClaim("scope")))
+            .collect(),
+        (None, Some(_)) => Err(Rejection::InvalidClaim("scope")),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn optional_string(claims: &Map<String, Value>, name: &'static str) -> Result<Option<String>, Rejection> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::InvalidClaim(name)),
+    }
+}
+
+/// Builds the principal from verified claims.
+fn principal(
+    issuer: &IssuerVerifier,
+    claims: Map<String, Value>,
+    verified_by: VerifiedBy,
+) -> Result<Principal, Rejection> {
+    let client_id = match optional_string(&claims, "client_id")? {
+        Some(id) => Some(id),
+        None => optional_string(&claims, "azp")?,
+    };
+    Ok(Principal::new(PrincipalData {
+        issuer: issuer.issuer.clone(),
+        subject: optional_string(&claims, "sub")?,
+        client_id,
+        scopes: scopes(&claims)?,
+        expires_at: numeric_date(&claims, "exp", false)?,
+        issued_at: numeric_date(&claims, "iat", true)?,
+        token_id: optional_string(&claims, "jti")?,
+        verified_by,
+        claims: Arc::new(Value::Object(claims)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_base64url_only() {
+        assert!(b64("eyJhIjoxfQ").is_ok());
+        for bad in ["eyJhIjoxfQ==", "eyJhIjoxfQ=", "ey Jh", "ey+h", "ey/h", "eyJhIjoxfR"] {
+            assert_eq!(b64(bad), Err(Rejection::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicate_members_and_non_objects_are_malformed() {
+        assert!(strict_object(br#"{"a":1,"b":2}"#).is_ok());
+        assert_eq!(strict_object(br#"{"a":1,"a":2}"#), Err(Rejection::Malformed));
+        for bad in [&b"[]"[..], b"1", b"\"s\"", b"null", b"{", b"{} x"] {
+            assert_eq!(strict_object(bad), Err(Rejection::Malformed));
+        }
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(strict_object(deep.as_bytes()), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn token_shape() {
+        assert!(matches!(decode_unverified("a.b"), Err(Rejection::Malformed)));
+        assert!(matches!(decode_unverified("a.b.c.d.e"), Err(Rejection::Malformed)));
+        assert!(matches!(decode_unverified("e30.e30."), Err(Rejection::Malformed)));
+        assert!(decode_unverified("e30.e30.AA").is_ok());
+    }
+
+    #[test]
+    fn numeric_dates() {
+        let m = |v: Value| {
+            let mut m = Map::new();
+            m.insert("exp".into(), v);
+            m
+        };
+        assert_eq!(numeric_date(&m(Value::from(10)), "exp", false), Ok(Some(10)));
+        assert_eq!(numeric_date(&m(Value::from(10.7)), "exp", false), Ok(Some(10)));
+        assert_eq!(numeric_date(&m(Value::from(10.2)), "exp", true), Ok(Some(11)));
+        for bad in [
+            Value::from("10"),
+            Value::from(-1),
+            Value::from(1e300),
+            Value::from(u64::MAX),
+            Value::Null,
+            Value::Bool(true),
+        ] {
+            assert_eq!(
+                numeric_date(&m(bad.clone()), "exp", false),
+                Err(Rejection::InvalidClaim("exp")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn typ_is_a_media_type() {
+        assert!(media_type_eq("at+jwt", "at+jwt"));
+        assert!(media_type_eq("application/AT+JWT", "at+jwt"));
+        assert!(!media_type_eq("JWT", "at+jwt"));
+    }
+
+    #[test]
+    fn audience_shapes() {
+        let ours = vec!["api".to_string()];
+        assert!(check_audience(Some(&Value::from("api")), &ours).is_ok());
+        assert!(check_audience(Some(&serde_json::json!(["x", "api"])), &ours).is_ok());
+        assert_eq!(check_audience(Some(&serde_json::json!(["x"])), &ours), Err(Rejection::WrongAudience));
+        assert_eq!(check_audience(Some(&serde_json::json!([])), &ours), Err(Rejection::WrongAudience));
+        assert_eq!(
+            check_audience(Some(&serde_json::json!(["api", 1])), &ours),
+            Err(Rejection::InvalidClaim("aud"))
+        );
+        assert_eq!(
+            check_audience(Some(&serde_json::json!([["api"]])), &ours),
+            Err(Rejection::InvalidClaim("aud"))
+        );
+        assert_eq!(check_audience(Some(&serde_json::json!(1)), &ours), Err(Rejection::InvalidClaim("aud")));
+        assert_eq!(check_audience(None, &ours), Err(Rejection::MissingClaim("aud")));
+    }
+
+    #[test]
+    fn scope_shapes() {
+        let m = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(scopes(&m(serde_json::json!({"scope": "a  b"}))).unwrap(), ["a", "b"]);
+        assert_eq!(scopes(&m(serde_json::json!({"scp": ["a", "b"]}))).unwrap(), ["a", "b"]);
+        assert_eq!(scopes(&m(serde_json::json!({"scp": "a b"}))).unwrap(), ["a", "b"]);
+        assert!(scopes(&m(serde_json::json!({"scope": ["a"]}))).is_err());
+        assert!(scopes(&m(serde_json::json!({"scp": [1]}))).is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! [`TokenGateLayer`] and its builder, [`TokenGateBuilder`], and [`IssuerConfig`].
+//!
+//! The builder refuses, when it runs, every configuration that would be unsafe or could never
+//! accept a token: an issuer without audiences or algorithms, HMAC algorithms on an issuer with
+//! asymmetric keys (the classic algorithm-confusion hole), a weak HMAC secret, a leeway over
+//! five minutes, two issuers with the same identifier, a key set with no usable key.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::Algorithm;
+use tower::Layer;
+
+use crate::claims::GateContext;
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::error::{ErrorRenderer, JsonErrors};
+use crate::extract::DEFAULT_MAX_TOKEN_BYTES;
+use crate::gate::Gate;
+use crate::jwks::fetch::{self, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES};
+use crate::jwks::{KeyKind, KeySet, VerifyingKey};
+use crate::jwt::{DEFAULT_LEEWAY, IssuerVerifier, MAX_LEEWAY};
+use crate::policy::{Mode, RoutePolicy};
+use crate::service::TokenGate;
+
+/// Default `WWW-Authenticate` realm.
+pub const DEFAULT_REALM: &str = "tokengate";
+
+/// A tower [`Layer`] that puts token verification in front of a service.
+///
+/// Cheap to clone; every service it makes shares one [`Gate`].
+#[derive(Clone)]
+pub struct TokenGateLayer {
+    gate: Arc<Gate>,
+}
+
+impl TokenGateLayer {
+    /// Starts building a layer.
+    pub fn builder() -> TokenGateBuilder {
+        TokenGateBuilder::default()
+    }
+
+    /// The shared pipeline, for callers that decide requests themselves (forward-auth,
+    /// `explain`).
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+}
+
+impl<S> Layer<S> for TokenGateLayer {
+    type Service = TokenGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenGate::new(inner, self.gate.clone())
+    }
+}
+
+impl fmt::Debug for TokenGateLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenGateLayer").field("gate", &self.gate).finish()
+    }
+}
+
+/// A secret that never appears in `Debug` output.
+#[derive(Clone)]
+struct Secret(Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone)]
+enum KeySource {
+    JwksDocument(String),
+    JwksUrl(String),
+    Pem { pem: String, kid: Option<String> },
+    HmacSecret(Secret),
+}
+
+/// How to verify the tokens of one issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    keys: Vec<KeySource>,
+    required_type: Option<String>,
+    require_exp: bool,
+    leeway: Duration,
+    allow_http: bool,
+    max_document_bytes: usize,
+    fetch_timeout: Duration,
+}
+
+impl IssuerConfig {
+    /// An issuer whose tokens carry exactly this `iss`.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audiences: Vec::new(),
+            algorithms: Vec::new(),
+            keys: Vec::new(),
+            required_type: None,
+            require_exp: true,
+            leeway: DEFAULT_LEEWAY,
+            allow_http: false,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+        }
+    }
+
+    /// Adds an accepted audience; a token's `aud` must contain at least one. Required.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Adds accepted audiences.
+    pub fn audiences<I: IntoIterator<Item = T>, T: Into<String>>(mut self, audiences: I) -> Self {
+        self.audiences.extend(audiences.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the allowed signature algorithms. Required; never includes `none`.
+    pub fn algorithms<I: IntoIterator<Item = Algorithm>>(mut self, algorithms: I) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Adds the keys of a JWKS document given inline (JSON text).
+    pub fn jwks(mut self, document: impl Into<String>) -> Self {
+        self.keys.push(KeySource::JwksDocument(document.into()));
+        self
+    }
+
+    /// Adds the keys of the JWKS at `url`, fetched once when the layer is built.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.keys.push(KeySource::JwksUrl(url.into()));
+        self
+    }
+
+    /// Adds a PEM public key (SPKI or PKCS#1 RSA), optionally with the `kid` tokens name it by.
+    pub fn pem(mut self, pem: impl Into<String>, kid: Option<&str>) -> Self {
+        self.keys.push(KeySource::Pem { pem: pem.into(), kid: kid.map(str::to_owned) });
+        self
+    }
+
+    /// Uses an HMAC shared secret (for HS256/384/512 only; at least as long as the hash).
+    pub fn hmac_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.keys.push(KeySource::HmacSecret(Secret(secret.into())));
+        self
+    }
+
+    /// Requires the header `typ` to be this media type, e.g. `at+jwt` (RFC 9068 §2.1).
+    pub fn require_type(mut self, typ: impl Into<String>) -> Self {
+        self.required_type = Some(typ.into());
+        self
+    }
+
+    /// Whether `exp` must be present (default `true`).
+    pub fn require_exp(mut self, required: bool) -> Self {
+        self.require_exp = required;
+        self
+    }
+
+    /// Clock-skew leeway for `exp`, `nbf`, `iat` (default 30 s, at most 5 min).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Allows fetching keys over plain `http` from non-loopback hosts (default `false`).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Caps the size of a fetched key set (default 1 MiB).
+    pub fn max_document_bytes(mut self, bytes: usize) -> Self {
+        self.max_document_bytes = bytes;
+        self
+    }
+
+    /// The connect and total timeout of a key fetch (default 5 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+}
+
+/// Why a layer could not be built. The message names the issuer and the setting at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError(String);
+
+impl BuildError {
+    fn issuer(issuer: &str, why: impl fmt::Display) -> Self {
+        Self(format!("issuer {issuer:?}: {why}"))
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Builds a [`TokenGateLayer`].
+#[derive(Default)]
+pub struct TokenGateBuilder {
+    issuers: Vec<IssuerConfig>,
+    policy: RoutePolicy,
+    realm: Option<String>,
+    max_token_bytes: Option<usize>,
+    clock: Option<SharedClock>,
+    renderer: Option<Arc<dyn ErrorRenderer>>,
+    http_client: Option<reqwest::Client>,
+}
+
+impl TokenGateBuilder {
+    /// Adds a trusted issuer.
+    pub fn issuer(mut self, issuer: IssuerConfig) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// Sets the route policy (default: every route `local`, no scopes).
+    pub fn policy(mut self, policy: RoutePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the `WWW-Authenticate` realm (default `tokengate`).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// Caps the token length (default 8 KiB).
+    pub fn max_token_bytes(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the clock (default: the system clock). Tests pass a [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Replaces the error renderer (default [`JsonErrors`]).
+    pub fn error_renderer(mut self, renderer: impl ErrorRenderer) -> Self {
+        self.renderer = Some(Arc::new(renderer));
+        self
+    }
+
+    /// Uses this HTTP client for key fetches instead of building one.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Checks the configuration, loads every issuer's keys, and builds the layer.
+    pub async fn build(self) -> Result<TokenGateLayer, BuildError> {
+        crate::crypto::install_default_provider();
+        if self.issuers.is_empty() {
+            return Err(BuildError("no issuer is configured".into()));
+        }
+        let mut issuers: Vec<IssuerVerifier> = Vec::with_capacity(self.issuers.len());
+        for config in &self.issuers {
+            if issuers.iter().any(|i| *i.issuer == *config.issuer) {
+                return Err(BuildError::issuer(&config.issuer, "is configured twice"));
+            }
+            issuers.push(build_issuer(config, self.http_client.as_ref()).await?);
+        }
+        if self.policy.uses_mode(Mode::Introspect) {
+            tracing::warn!(
+                "a route is in mode `introspect` but no introspection endpoint is configured; it will answer 503"
+            );
+        }
+        let realm: Arc<str> = Arc::from(self.realm.as_deref().unwrap_or(DEFAULT_REALM));
+        let renderer = self.renderer.unwrap_or_else(|| Arc::new(JsonErrors));
+        let gate = Gate {
+            issuers,
+            policy: self.policy,
+            max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            context: GateContext { realm, renderer },
+        };
+        Ok(TokenGateLayer { gate: Arc::new(gate) })
+    }
+}
+
+impl fmt::Debug for TokenGateBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenGateBuilder")
+            .field("issuers", &self.issuers)
+            .field("policy", &self.policy)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn build_issuer(
+    config: &IssuerConfig,
+    client: Option<&reqwest::Client>,
+) -> Result<IssuerVerifier, BuildError> {
+    let name = config.issuer.as_str();
+    let err = |why: &dyn fmt::Display| BuildError::issuer(name, why);
+    if name.is_empty() {
+        return Err(BuildError("an issuer has an empty identifier".into()));
+    }
+    if config.audiences.is_empty() || config.audiences.iter().any(String::is_empty) {
+        return Err(err(&"no audiences configured: tokens for any audience would be accepted"));
+    }
+    if config.algorithms.is_empty() {
+        return Err(err(&"no algorithms configured"));
+    }
+    if config.leeway > MAX_LEEWAY {
+        return Err(err(&format_args!(
+            "leeway of {} s exceeds the maximum of {} s",
+            config.leeway.as_secs(),
+            MAX_LEEWAY.as_secs()
+        )));
+    }
+    if config.keys.is_empty() {
+        return Err(err(&"no keys configured (a JWKS, a JWKS URL, a PEM key or an HMAC secret)"));
+    }
+
+    let mut keys: Vec<VerifyingKey> = Vec::new();
+    for source in &config.keys {
+        match source {
+            KeySource::JwksDocument(doc) => keys.extend(parse_jwks(name, doc.as_bytes())?),
+            KeySource::JwksUrl(url) => {
+                let url = fetch::check_url(url, config.allow_http).map_err(|e| err(&e))?;
+                let owned;
+                let client = match client {
+                    Some(c) => c,
+                    None => {
+                        owned = fetch::default_client(config.fetch_timeout).map_err(|e| err(&e))?;
+                        &owned
+                    }
+                };
+                let body =
+                    fetch::fetch_document(client, &url, config.max_document_bytes, config.fetch_timeout)
+                        .await
+                        .map_err(|e| err(&format_args!("fetching the JWKS: {e}")))?;
+                keys.extend(parse_jwks(name, &body)?);
+            }
+            KeySource::Pem { pem, kid } => {
+                keys.push(KeySet::key_from_pem(pem, kid.clone()).map_err(|e| err(&e))?)
+            }
+            KeySource::HmacSecret(secret) => {
+                keys.push(KeySet::key_from_secret(&secret.0).map_err(|e| err(&e))?)
+            }
+        }
+    }
+
+    let symmetric = keys.iter().any(|k| k.kind().is_symmetric());
+    let asymmetric = keys.iter().any(|k| !k.kind().is_symmetric());
+    if symmetric && asymmetric {
+        return Err(err(&"mixes an HMAC secret with public keys; use separate issuers"));
+    }
+    for &alg in &config.algorithms {
+        let hmac = KeyKind::Hmac.supports(alg);
+        if hmac && asymmetric {
+            return Err(err(&format_args!(
+                "{alg:?} is an HMAC algorithm but the issuer's keys are public keys (algorithm confusion)"
+            )));
+        }
+        if !hmac && symmetric {
+            return Err(err(&format_args!(
+                "{alg:?} needs a public key but the issuer has only an HMAC secret"
+            )));
+        }
+        if hmac {
+            let min = match alg {
+                Algorithm::HS384 => 48,
+                Algorithm::HS512 => 64,
+                _ => 32,
+            };
+            for key in config.keys.iter() {
+                if let KeySource::HmacSecret(secret) = key
+                    && secret.0.len() < min
+                {
+                    return Err(err(&format_args!(
+                        "the HMAC secret is shorter than {min} bytes, the minimum for {alg:?}"
+                    )));
+                }
+            }
+        }
+    }
+    let set = KeySet::from_keys(keys);
+    if !config.algorithms.iter().any(|&alg| set.supports(alg)) {
+        return Err(err(&"no key can verify any of the configured algorithms"));
+    }
+    for &alg in &config.algorithms {
+        if !set.supports(alg) {
+            tracing::warn!(issuer = name, algorithm = ?alg, "no key of this issuer can verify this algorithm");
+        }
+    }
+    Ok(IssuerVerifier {
+        issuer: Arc::from(name),
+        audiences: config.audiences.clone(),
+        algorithms: config.algorithms.clone(),
+        required_type: config.required_type.clone(),
+        require_exp: config.require_exp,
+        leeway: config.leeway.as_secs() as i64,
+        keys: ArcSwap::from_pointee(set),
+    })
+}
+
+fn parse_jwks(issuer: &str, document: &[u8]) -> Result<Vec<VerifyingKey>, BuildError> {
+    let (set, skipped) = KeySet::from_jwks(document).map_err(|e| BuildError::issuer(issuer, e))?;
+    for s in &skipped {
+        tracing::warn!(issuer, kid = s.kid.as_deref().unwrap_or(""), reason = %s.reason, "skipping an unusable key");
+    }
+    Ok(set.keys().cloned().collect())
+}

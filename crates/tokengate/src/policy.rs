@@ -1,0 +1,497 @@
+//! Route rules: method + path pattern → [`Requirement`] (mode and scopes).
+//!
+//! Rules match the *normalised* path, never the raw one, and the normalised path is what the
+//! inner service then sees, so a rule and the service can never disagree about which resource
+//! was asked for. Normalising ([`normalize_path`]):
+//!
+//! - percent-encoded unreserved characters (`%41`, `%2e`, `%7E`) are decoded; every other
+//!   escape is kept, with upper-case hex;
+//! - `.` and `..` segments are resolved (never above the root), repeated `/` collapse;
+//! - an encoded `/`, `\` or `%`, an encoded control character, a raw `\`, a `;` (path
+//!   parameters), or an invalid escape makes the request a 400: such paths mean different
+//!   things to different servers, so they are refused rather than guessed at.
+//!
+//! Patterns: exact (`/health`), prefix (`/admin/*`, which covers `/admin` itself and everything
+//! below it), and `{name}` segments matching one non-empty segment (`/users/{id}/keys`). A
+//! trailing `/` on the request never changes which rule matches. Paths are case-sensitive.
+//! First matching rule wins; requests that match none get the policy's default requirement.
+//! A rule for `GET` also covers `HEAD`, which reads the same resource.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::error::AuthError;
+
+/// How a route is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// No check at all; a token, if sent, is ignored and no `Principal` is set.
+    Public,
+    /// A token is verified if one is present (and rejected if invalid); none is fine.
+    Optional,
+    /// The token is verified locally: signature, claims, revocation list. The default.
+    Local,
+    /// Verified locally, then confirmed with the issuer's introspection endpoint.
+    Introspect,
+    /// Refused with 403 whatever the token: for deny-by-default policies.
+    Deny,
+}
+
+impl Mode {
+    /// The mode's configuration name (`public`, `optional`, `local`, `introspect`, `deny`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Public => "public",
+            Mode::Optional => "optional",
+            Mode::Local => "local",
+            Mode::Introspect => "introspect",
+            Mode::Deny => "deny",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "public" => Ok(Mode::Public),
+            "optional" => Ok(Mode::Optional),
+            "local" => Ok(Mode::Local),
+            "introspect" => Ok(Mode::Introspect),
+            "deny" => Ok(Mode::Deny),
+            other => Err(PolicyError(format!(
+                "unknown mode {other:?}: expected public, optional, local, introspect or deny"
+            ))),
+        }
+    }
+}
+
+/// What a request must present to reach a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// How the token is checked.
+    pub mode: Mode,
+    /// Scopes the token must all carry.
+    pub scopes: Arc<[String]>,
+}
+
+impl Requirement {
+    /// A requirement of `mode` with no scopes.
+    pub fn new(mode: Mode) -> Self {
+        Self { mode, scopes: Arc::from([]) }
+    }
+
+    /// The same requirement, also demanding `scopes`.
+    pub fn with_scopes<I, T>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// No check at all.
+    pub fn public() -> Self {
+        Self::new(Mode::Public)
+    }
+
+    /// Verify a token if one is present.
+    pub fn optional() -> Self {
+        Self::new(Mode::Optional)
+    }
+
+    /// Local verification (the default).
+    pub fn local() -> Self {
+        Self::new(Mode::Local)
+    }
+
+    /// Local verification plus introspection.
+    pub fn introspect() -> Self {
+        Self::new(Mode::Introspect)
+    }
+
+    /// Always refused.
+    pub fn deny() -> Self {
+        Self::new(Mode::Deny)
+    }
+}
+
+impl Default for Requirement {
+    fn default() -> Self {
+        Self::local()
+    }
+}
+
+/// An invalid rule or pattern, found when the policy is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+/// A parsed path pattern: exact, `/prefix/*`, with `{param}` segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    source: String,
+    segments: Vec<Segment>,
+    prefix: bool,
+}
+
+impl PathPattern {
+    /// Parses a pattern; see the module docs for the syntax.
+    pub fn parse(pattern: &str) -> Result<Self, PolicyError> {
+        let bad = |why: &str| PolicyError(format!("route pattern {pattern:?}: {why}"));
+        if !pattern.starts_with('/') {
+            return Err(bad("must start with '/'"));
+        }
+        let mut rest = &pattern[1..];
+        let mut prefix = false;
+        if rest == "*" {
+            rest = "";
+            prefix = true;
+        } else if let Some(head) = rest.strip_suffix("/*") {
+            rest = head;
+            prefix = true;
+        }
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let mut segments = Vec::new();
+        if !rest.is_empty() {
+            for raw in rest.split('/') {
+                if raw.is_empty() {
+                    return Err(bad("has an empty segment"));
+                }
+                if raw.starts_with('{') && raw.ends_with('}') && raw.len() > 2 {
+                    segments.push(Segment::Param);
+                    continue;
+                }
+                if raw.contains(['{', '}', '*']) {
+                    return Err(bad("'*' may only end a pattern, and '{name}' must be a whole segment"));
+                }
+                // Normalise the segment as a request path would be, so `%7E` and `~` match alike;
+                // a `.` or `..` segment normalises to nothing and is refused.
+                let normal = normalize_path(&format!("/{raw}/"))
+                    .map_err(|_| bad("has a segment that is not a valid path segment"))?;
+                let literal = normal.trim_matches('/');
+                if literal.is_empty() || literal.contains('/') {
+                    return Err(bad("has a '.' or '..' segment"));
+                }
+                segments.push(Segment::Literal(literal.to_string()));
+            }
+        }
+        Ok(Self { source: pattern.to_string(), segments, prefix })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the normalised `path` matches.
+    pub fn matches(&self, path: &NormalizedPath) -> bool {
+        let mut segments = path.segments();
+        for want in &self.segments {
+            let Some(got) = segments.next() else {
+                return false;
+            };
+            match want {
+                Segment::Param => {}
+                Segment::Literal(lit) => {
+                    if lit != got {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.prefix || segments.next().is_none()
+    }
+}
+
+/// A rule: methods (all when empty) + path pattern → requirement.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    methods: Vec<Method>,
+    pattern: PathPattern,
+    requirement: Requirement,
+}
+
+impl Rule {
+    /// A rule for `pattern` and every method.
+    pub fn new(pattern: &str, requirement: Requirement) -> Result<Self, PolicyError> {
+        Ok(Self { methods: Vec::new(), pattern: PathPattern::parse(pattern)?, requirement })
+    }
+
+    /// Restricts the rule to `methods` (a `GET` rule also covers `HEAD`).
+    pub fn methods<I: IntoIterator<Item = Method>>(mut self, methods: I) -> Self {
+        self.methods = methods.into_iter().collect();
+        if self.methods.contains(&Method::GET) && !self.methods.contains(&Method::HEAD) {
+            self.methods.push(Method::HEAD);
+        }
+        self
+    }
+
+    /// The rule's path pattern.
+    pub fn pattern(&self) -> &PathPattern {
+        &self.pattern
+    }
+
+    /// The rule's requirement.
+    pub fn requirement(&self) -> &Requirement {
+        &self.requirement
+    }
+
+    fn matches(&self, method: &Method, path: &NormalizedPath) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method)) && self.pattern.matches(path)
+    }
+}
+
+/// An ordered list of rules and a default requirement.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    rules: Vec<Rule>,
+    default: Requirement,
+}
+
+impl RoutePolicy {
+    /// A policy with no rules whose default is `local`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a rule (rules are tried in the order added; the first match wins).
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Sets the requirement of requests no rule matches (`Requirement::deny()` for
+    /// deny-by-default).
+    pub fn default_requirement(mut self, requirement: Requirement) -> Self {
+        self.default = requirement;
+        self
+    }
+
+    /// The requirement for `method` on the normalised `path`, and the rule that gave it
+    /// (`None` for the default).
+    pub fn requirement(&self, method: &Method, path: &NormalizedPath) -> (&Requirement, Option<&Rule>) {
+        match self.rules.iter().find(|r| r.matches(method, path)) {
+            Some(rule) => (&rule.requirement, Some(rule)),
+            None => (&self.default, None),
+        }
+    }
+
+    /// Every rule, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether any rule (or the default) uses `mode`.
+    pub fn uses_mode(&self, mode: Mode) -> bool {
+        self.default.mode == mode || self.rules.iter().any(|r| r.requirement.mode == mode)
+    }
+}
+
+/// A path after [`normalize_path`]: starts with `/`, no empty, `.` or `..` segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedPath(String);
+
+impl NormalizedPath {
+    /// Normalises `raw`; see [`normalize_path`].
+    pub fn new(raw: &str) -> Result<Self, AuthError> {
+        normalize_path(raw).map(Self)
+    }
+
+    /// The normalised path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path's segments; a trailing `/` adds none.
+    fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|s| !s.is_empty())
+    }
+}
+
+const BAD_PATH: AuthError = AuthError::InvalidRequest("the request path is not allowed");
+
+/// Normalises a request path (see the module docs), or refuses it with 400.
+pub fn normalize_path(raw: &str) -> Result<String, AuthError> {
+    if !raw.starts_with('/') {
+        return Err(BAD_PATH);
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(BAD_PATH)?;
+                let value = (hex_value(hex[0]).ok_or(BAD_PATH)? << 4) | hex_value(hex[1]).ok_or(BAD_PATH)?;
+                if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(value as char);
+                } else if matches!(value, b'/' | b'\\' | b'%') || value.is_ascii_control() {
+                    return Err(BAD_PATH);
+                } else {
+                    decoded.push('%');
+                    decoded.push(HEX_UPPER[(value >> 4) as usize] as char);
+                    decoded.push(HEX_UPPER[(value & 0xf) as usize] as char);
+                }
+                i += 3;
+            }
+            b'\\' | b';' => return Err(BAD_PATH),
+            b if b.is_ascii_control() || b == b' ' || !b.is_ascii() => return Err(BAD_PATH),
+            _ => {
+                decoded.push(b as char);
+                i += 1;
+            }
+        }
+    }
+
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = false;
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                out.pop();
+                trailing_slash = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normal = String::with_capacity(decoded.len());
+    for s in &out {
+        normal.push('/');
+        normal.push_str(s);
+    }
+    if out.is_empty() || trailing_slash {
+        normal.push('/');
+    }
+    Ok(normal)
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> Result<String, AuthError> {
+        normalize_path(p)
+    }
+
+    #[test]
+    fn normalises_dots_slashes_and_unreserved_escapes() {
+        assert_eq!(norm("/").unwrap(), "/");
+        assert_eq!(norm("//admin").unwrap(), "/admin");
+        assert_eq!(norm("/admin/../x").unwrap(), "/x");
+        assert_eq!(norm("/a/./b/").unwrap(), "/a/b/");
+        assert_eq!(norm("/a/b/..").unwrap(), "/a/");
+        assert_eq!(norm("/../../etc").unwrap(), "/etc");
+        assert_eq!(norm("/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(norm("/x/%2E%2e/admin").unwrap(), "/admin");
+        assert_eq!(norm("/%61dmin").unwrap(), "/admin");
+        assert_eq!(norm("/a%20b%c3%a9").unwrap(), "/a%20b%C3%A9");
+    }
+
+    #[test]
+    fn refuses_ambiguous_paths() {
+        for p in [
+            "/admin%2fx",
+            "/admin%2Fx",
+            "/a%5cb",
+            "/a\\b",
+            "/a;jsessionid=1",
+            "/a%",
+            "/a%zz",
+            "/a%2",
+            "/a%25",
+            "/a%00",
+            "*",
+            "admin",
+        ] {
+            assert_eq!(norm(p), Err(BAD_PATH), "{p}");
+        }
+    }
+
+    fn policy() -> RoutePolicy {
+        RoutePolicy::new()
+            .rule(Rule::new("/health", Requirement::public()).unwrap())
+            .rule(
+                Rule::new("/admin/*", Requirement::introspect())
+                    .unwrap()
+                    .methods([Method::POST, Method::DELETE]),
+            )
+            .rule(Rule::new("/admin/*", Requirement::local().with_scopes(["admin"])).unwrap())
+            .rule(Rule::new("/users/{id}/keys", Requirement::local().with_scopes(["keys"])).unwrap())
+            .default_requirement(Requirement::deny())
+    }
+
+    fn mode_of(p: &RoutePolicy, method: Method, path: &str) -> Mode {
+        let path = NormalizedPath::new(path).unwrap();
+        p.requirement(&method, &path).0.mode
+    }
+
+    #[test]
+    fn first_match_wins_and_tricks_do_not_slip_past() {
+        let p = policy();
+        assert_eq!(mode_of(&p, Method::GET, "/health"), Mode::Public);
+        assert_eq!(mode_of(&p, Method::GET, "/health/"), Mode::Public);
+        assert_eq!(mode_of(&p, Method::GET, "/healthz"), Mode::Deny);
+        assert_eq!(mode_of(&p, Method::POST, "/admin"), Mode::Introspect);
+        assert_eq!(mode_of(&p, Method::POST, "/admin/"), Mode::Introspect);
+        assert_eq!(mode_of(&p, Method::POST, "//admin/users"), Mode::Introspect);
+        assert_eq!(mode_of(&p, Method::POST, "/health/../admin/x"), Mode::Introspect);
+        assert_eq!(mode_of(&p, Method::POST, "/%2e%2e/admin/x"), Mode::Introspect);
+        assert_eq!(mode_of(&p, Method::POST, "/%61dmin/x"), Mode::Introspect);
+        assert_eq!(mode_of(&p, Method::GET, "/admin/x"), Mode::Local);
+        assert_eq!(mode_of(&p, Method::GET, "/Admin/x"), Mode::Deny);
+        assert_eq!(mode_of(&p, Method::GET, "/users/42/keys"), Mode::Local);
+        assert_eq!(mode_of(&p, Method::GET, "/users//keys"), Mode::Deny);
+        assert_eq!(mode_of(&p, Method::GET, "/users/42/keys/x"), Mode::Deny);
+    }
+
+    #[test]
+    fn get_rules_cover_head() {
+        let p = RoutePolicy::new()
+            .rule(Rule::new("/r", Requirement::introspect()).unwrap().methods([Method::GET]))
+            .default_requirement(Requirement::public());
+        assert_eq!(mode_of(&p, Method::HEAD, "/r"), Mode::Introspect);
+        assert_eq!(mode_of(&p, Method::POST, "/r"), Mode::Public);
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for p in ["admin", "/a//b", "/a/*/b", "/a*", "/a/../b", "/{x", "/a;b"] {
+            assert!(PathPattern::parse(p).is_err(), "{p}");
+        }
+        assert!(PathPattern::parse("/*").unwrap().matches(&NormalizedPath::new("/anything/at/all").unwrap()));
+        assert!(PathPattern::parse("/").unwrap().matches(&NormalizedPath::new("/").unwrap()));
+    }
+}

@@ -1,0 +1,203 @@
+//! [`TokenGate`], the `Service` the layer wraps around an inner service, its
+//! [`ResponseFuture`] and [`ResponseBody`].
+//!
+//! A request is decided synchronously by [`Gate::authorize`]; a refusal becomes a ready
+//! response without touching the inner service, and an admitted request is passed on with its
+//! path normalised and its [`Principal`](crate::Principal) in the extensions. The future is a
+//! `pin-project-lite` enum: nothing is boxed on this path.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use crate::error::AuthError;
+use crate::gate::{Authorized, Gate};
+
+/// The service made by [`TokenGateLayer`](crate::TokenGateLayer).
+pub struct TokenGate<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+impl<S> TokenGate<S> {
+    pub(crate) fn new(inner: S, gate: Arc<Gate>) -> Self {
+        Self { inner, gate }
+    }
+
+    /// The shared pipeline.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+}
+
+impl<S: Clone> Clone for TokenGate<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), gate: self.gate.clone() }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for TokenGate<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGate").field("inner", &self.inner).field("gate", &self.gate).finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TokenGate<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let decision = self.gate.authorize(request.method(), request.uri().path(), request.headers());
+        match decision.and_then(|authorized| admit(&self.gate, &mut request, authorized)) {
+            Ok(()) => {
+                // Call the service that was polled ready, keep a fresh clone for next time.
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture { state: State::Inner { future: ready.call(request) } }
+            }
+            Err(error) => {
+                ResponseFuture { state: State::Refused { response: Some(self.gate.render(&error)) } }
+            }
+        }
+    }
+}
+
+/// Prepares an admitted request for the inner service: the normalised path, the principal,
+/// the gate's context.
+fn admit<B>(gate: &Gate, request: &mut Request<B>, authorized: Authorized) -> Result<(), AuthError> {
+    if authorized.path.as_str() != request.uri().path() {
+        *request.uri_mut() = with_path(request.uri(), authorized.path.as_str())?;
+    }
+    let extensions = request.extensions_mut();
+    extensions.insert(gate.context().clone());
+    match authorized.principal {
+        Some(principal) => {
+            extensions.insert(principal);
+        }
+        None => {
+            extensions.remove::<crate::Principal>();
+        }
+    }
+    Ok(())
+}
+
+/// `uri` with its path replaced and its query kept.
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, AuthError> {
+    const BAD: AuthError = AuthError::InvalidRequest("the request path is not allowed");
+    let path_and_query = match uri.query() {
+        Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
+        None => PathAndQuery::try_from(path),
+    }
+    .map_err(|_| BAD)?;
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| BAD)
+}
+
+pin_project! {
+    /// The future of [`TokenGate`]: the inner service's, or a ready refusal.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        Refused { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(ResponseBody::inner)))
+            }
+            StateProj::Refused { response } => {
+                let response = response.take().expect("ResponseFuture polled after completion");
+                Poll::Ready(Ok(response.map(ResponseBody::refused)))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The body of a [`TokenGate`] response: the inner service's, or a refusal's JSON.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Inner { #[pin] body: B },
+        Refused { bytes: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn inner(body: B) -> Self {
+        Self { kind: BodyKind::Inner { body } }
+    }
+
+    fn refused(bytes: Bytes) -> Self {
+        Self { kind: BodyKind::Refused { bytes: Some(bytes) } }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            BodyProj::Inner { body } => body.poll_frame(cx),
+            BodyProj::Refused { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { body } => body.is_end_stream(),
+            BodyKind::Refused { bytes } => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { body } => body.size_hint(),
+            BodyKind::Refused { bytes } => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Runnable examples of tokengate; see the `[[example]]` targets.
