@@ -25,6 +25,11 @@ pub(crate) fn provider() -> &'static CryptoProvider {
     {
         &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER
     }
+    #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+    {
+        // Unreachable: the compile_error! above stops the build; this keeps it the only error.
+        unreachable!()
+    }
 }
 
 /// Installs tokengate's provider as `jsonwebtoken`'s process-wide default, unless one is

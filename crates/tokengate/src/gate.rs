@@ -9,9 +9,10 @@ use std::fmt;
 
 use crate::claims::{GateContext, Principal};
 use crate::clock::SharedClock;
-use crate::error::AuthError;
+use crate::error::{AuthError, Rejection};
 use crate::extract;
-use crate::jwt::{self, IssuerVerifier};
+use crate::jwks::RefresherGuard;
+use crate::jwt::{self, IssuerVerifier, VerifyError};
 use crate::policy::{Mode, NormalizedPath, Requirement, RoutePolicy};
 
 /// Reason given while a route is in mode `introspect` but no introspection endpoint is set up:
@@ -28,6 +29,8 @@ pub struct Gate {
     pub(crate) max_token_bytes: usize,
     pub(crate) clock: SharedClock,
     pub(crate) context: GateContext,
+    /// Keeps the key refreshers running; dropping the gate stops them.
+    pub(crate) _refreshers: Vec<RefresherGuard>,
 }
 
 /// A request that may proceed.
@@ -42,52 +45,125 @@ pub struct Authorized {
     pub principal: Option<Principal>,
 }
 
+/// Retry-After while an issuer's keys are not loaded or too stale: 5 s, about one fetch
+/// attempt with backoff.
+const KEYS_UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// What [`Gate::decide`] concluded without waiting.
+pub(crate) enum Step {
+    /// The decision.
+    Done(Result<Authorized, AuthError>),
+    /// The token names a `kid` issuer `usize` lacks: wait for a refresh, then decide again.
+    AwaitKeys(usize),
+}
+
 impl Gate {
     /// Decides whether a request for `method` and the raw `path` with `headers` may proceed.
-    pub fn authorize(
+    ///
+    /// Waits only when the token names a `kid` its issuer's key set lacks: then for one
+    /// rate-limited refresh, at most the configured bound, before deciding again.
+    pub async fn authorize(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Authorized, AuthError> {
+        match self.decide(method, path, headers) {
+            Step::Done(result) => result,
+            Step::AwaitKeys(issuer) => {
+                self.await_keys(issuer).await;
+                self.decide_again(method, path, headers)
+            }
+        }
+    }
+
+    /// Waits for the refresh an unknown `kid` of `issuer` asks for (bounded, rate-limited).
+    pub(crate) async fn await_keys(&self, issuer: usize) {
+        if let Some(issuer) = self.issuers.get(issuer) {
+            issuer.store.refresh_for_unknown_kid(self.clock.now()).await;
+        }
+    }
+
+    /// Decides after a key refresh; a `kid` still unknown is now a rejection.
+    pub(crate) fn decide_again(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Authorized, AuthError> {
+        match self.decide(method, path, headers) {
+            Step::Done(result) => result,
+            Step::AwaitKeys(_) => Err(AuthError::InvalidToken(Rejection::UnknownKey)),
+        }
+    }
+
+    /// The pipeline, without waiting for anything.
+    pub(crate) fn decide(&self, method: &Method, path: &str, headers: &HeaderMap) -> Step {
+        use Step::Done;
         // 1. Route, on the normalised path.
-        let path = NormalizedPath::new(path)?;
+        let path = match NormalizedPath::new(path) {
+            Ok(path) => path,
+            Err(e) => return Done(Err(e)),
+        };
         let requirement = self.policy.requirement(method, &path).0.clone();
-        let allow =
-            |principal| Ok(Authorized { path: path.clone(), requirement: requirement.clone(), principal });
+        let allow = |principal| {
+            Done(Ok(Authorized { path: path.clone(), requirement: requirement.clone(), principal }))
+        };
         match requirement.mode {
             Mode::Public => return allow(None),
-            Mode::Deny => return Err(AuthError::AccessDenied),
+            Mode::Deny => return Done(Err(AuthError::AccessDenied)),
             Mode::Optional | Mode::Local | Mode::Introspect => {}
         }
 
         // 2. Extract the token.
-        let token = match extract::bearer_token(headers, self.max_token_bytes)? {
-            Some(token) => token,
-            None if requirement.mode == Mode::Optional => return allow(None),
-            None => return Err(AuthError::MissingToken),
+        let token = match extract::bearer_token(headers, self.max_token_bytes) {
+            Ok(Some(token)) => token,
+            Ok(None) if requirement.mode == Mode::Optional => return allow(None),
+            Ok(None) => return Done(Err(AuthError::MissingToken)),
+            Err(e) => return Done(Err(e)),
         };
 
         // 4–7. Local verification.
-        let principal = self.verify_token(token)?;
+        let principal = match self.verify_now(token) {
+            Ok(principal) => principal,
+            Err(VerifyError::UnknownKey { issuer }) => return Step::AwaitKeys(issuer),
+            Err(e) => return Done(Err(verify_error(e))),
+        };
 
         // 8. Introspection.
         if requirement.mode == Mode::Introspect {
-            return Err(AuthError::Unavailable {
+            return Done(Err(AuthError::Unavailable {
                 reason: INTROSPECTION_NOT_CONFIGURED,
                 retry_after_secs: MISCONFIGURED_RETRY_AFTER_SECS,
-            });
+            }));
         }
 
         // 9. Scopes.
-        check_scopes(&principal, &requirement)?;
+        if let Err(e) = check_scopes(&principal, &requirement) {
+            return Done(Err(e));
+        }
         allow(Some(principal))
     }
 
-    /// Verifies a token locally (signature and claims) without any route or scope check.
-    pub fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
+    fn verify_now(&self, token: &str) -> Result<Principal, VerifyError> {
         jwt::verify(token, &self.issuers, self.clock.now(), self.max_token_bytes)
-            .map_err(AuthError::InvalidToken)
+    }
+
+    /// Verifies a token locally (signature and claims) without any route or scope check,
+    /// waiting for one key refresh if its `kid` is unknown.
+    pub async fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
+        match self.verify_now(token) {
+            Err(VerifyError::UnknownKey { issuer }) => {
+                self.await_keys(issuer).await;
+                match self.verify_now(token) {
+                    Err(VerifyError::UnknownKey { .. }) => {
+                        Err(AuthError::InvalidToken(Rejection::UnknownKey))
+                    }
+                    other => other.map_err(verify_error),
+                }
+            }
+            other => other.map_err(verify_error),
+        }
     }
 
     /// The route policy.
@@ -98,6 +174,12 @@ impl Gate {
     /// The configured issuers, in configuration order.
     pub fn issuers(&self) -> &[IssuerVerifier] {
         &self.issuers
+    }
+
+    /// Whether every issuer has usable keys (for a readiness probe).
+    pub fn ready(&self) -> bool {
+        let now = self.clock.now();
+        self.issuers.iter().all(|i| i.store().usable(now))
     }
 
     /// The current time on the gate's clock.
@@ -112,6 +194,17 @@ impl Gate {
 
     pub(crate) fn context(&self) -> &GateContext {
         &self.context
+    }
+}
+
+fn verify_error(e: VerifyError) -> AuthError {
+    match e {
+        VerifyError::Rejected(r) => AuthError::InvalidToken(r),
+        VerifyError::UnknownKey { .. } => AuthError::InvalidToken(Rejection::UnknownKey),
+        VerifyError::KeysUnavailable => AuthError::Unavailable {
+            reason: "the issuer's keys are unavailable",
+            retry_after_secs: KEYS_UNAVAILABLE_RETRY_AFTER_SECS,
+        },
     }
 }
 

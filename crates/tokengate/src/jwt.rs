@@ -14,7 +14,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
@@ -23,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::claims::{Principal, PrincipalData, VerifiedBy};
 use crate::error::Rejection;
-use crate::jwks::{KeySet, parse_algorithm};
+use crate::jwks::{KeySet, KeyStore, parse_algorithm};
 
 /// Default clock-skew leeway for `exp`, `nbf` and `iat`: 30 s, what most gateways use.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -42,7 +41,7 @@ pub struct IssuerVerifier {
     pub(crate) required_type: Option<String>,
     pub(crate) require_exp: bool,
     pub(crate) leeway: i64,
-    pub(crate) keys: ArcSwap<KeySet>,
+    pub(crate) store: Arc<KeyStore>,
 }
 
 impl IssuerVerifier {
@@ -51,14 +50,9 @@ impl IssuerVerifier {
         &self.issuer
     }
 
-    /// The current key set.
-    pub fn keys(&self) -> Arc<KeySet> {
-        self.keys.load_full()
-    }
-
-    /// Replaces the key set; requests in flight keep the snapshot they loaded.
-    pub fn swap_keys(&self, keys: KeySet) {
-        self.keys.store(Arc::new(keys));
+    /// The issuer's key store: current keys, freshness, fetch counters.
+    pub fn store(&self) -> &Arc<KeyStore> {
+        &self.store
     }
 }
 
@@ -69,7 +63,7 @@ impl fmt::Debug for IssuerVerifier {
             .field("audiences", &self.audiences)
             .field("algorithms", &self.algorithms)
             .field("required_type", &self.required_type)
-            .field("keys", &self.keys.load().len())
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -143,55 +137,84 @@ fn strict_object(json: &[u8]) -> Result<Map<String, Value>, Rejection> {
     serde_json::from_slice::<StrictObject>(json).map(|o| o.0).map_err(|_| Rejection::Malformed)
 }
 
+/// Why [`verify`] did not return a principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The token is invalid.
+    Rejected(Rejection),
+    /// The token names a `kid` the issuer's current key set lacks; a refresh may find it.
+    UnknownKey {
+        /// The index of the issuer in the configured list.
+        issuer: usize,
+    },
+    /// The issuer's keys are not loaded yet, or older than the allowed staleness.
+    KeysUnavailable,
+}
+
+impl From<Rejection> for VerifyError {
+    fn from(r: Rejection) -> Self {
+        VerifyError::Rejected(r)
+    }
+}
+
 /// Verifies `token` against the configured `issuers` at time `now` and returns the principal.
 pub fn verify(
     token: &str,
     issuers: &[IssuerVerifier],
     now: i64,
     max_len: usize,
-) -> Result<Principal, Rejection> {
+) -> Result<Principal, VerifyError> {
     if token.len() > max_len {
-        return Err(Rejection::TooLarge);
+        return Err(Rejection::TooLarge.into());
     }
     let decoded = decode_unverified(token)?;
     let header = &decoded.header;
     let alg = match header.get("alg") {
         Some(Value::String(_)) => decoded.alg.ok_or(Rejection::UnsupportedAlgorithm)?,
-        Some(_) => return Err(Rejection::Malformed),
-        None => return Err(Rejection::UnsupportedAlgorithm),
+        Some(_) => return Err(Rejection::Malformed.into()),
+        None => return Err(Rejection::UnsupportedAlgorithm.into()),
     };
     // RFC 7515 §4.1.11: a recipient must reject a token whose `crit` it does not fully
     // understand; tokengate implements no extension, so any `crit` is refused.
     if header.contains_key("crit") {
-        return Err(Rejection::UnknownCritical);
+        return Err(Rejection::UnknownCritical.into());
     }
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(kid)) => Some(kid.as_str()),
-        Some(_) => return Err(Rejection::Malformed),
+        Some(_) => return Err(Rejection::Malformed.into()),
     };
 
-    let issuer = match decoded.claims.get("iss") {
-        None => return Err(Rejection::MissingClaim("iss")),
+    let index = match decoded.claims.get("iss") {
+        None => return Err(Rejection::MissingClaim("iss").into()),
         Some(Value::String(iss)) => {
-            issuers.iter().find(|i| *i.issuer == **iss).ok_or(Rejection::UnknownIssuer)?
+            issuers.iter().position(|i| *i.issuer == **iss).ok_or(Rejection::UnknownIssuer)?
         }
-        Some(_) => return Err(Rejection::InvalidClaim("iss")),
+        Some(_) => return Err(Rejection::InvalidClaim("iss").into()),
     };
+    let issuer = &issuers[index];
     if !issuer.algorithms.contains(&alg) {
-        return Err(Rejection::AlgorithmNotAllowed);
+        return Err(Rejection::AlgorithmNotAllowed.into());
     }
     if let Some(required) = &issuer.required_type {
         match header.get("typ") {
             Some(Value::String(typ)) if media_type_eq(typ, required) => {}
-            _ => return Err(Rejection::WrongType),
+            _ => return Err(Rejection::WrongType.into()),
         }
     }
 
-    verify_signature(&issuer.keys.load(), kid, alg, decoded.signing_input, &decoded.signature)?;
+    if !issuer.store.usable(now) {
+        return Err(VerifyError::KeysUnavailable);
+    }
+    let keys = issuer.store.snapshot();
+    match verify_signature(&keys, kid, alg, decoded.signing_input, &decoded.signature) {
+        Ok(()) => {}
+        Err(Rejection::UnknownKey) => return Err(VerifyError::UnknownKey { issuer: index }),
+        Err(other) => return Err(other.into()),
+    }
     let claims = decoded.claims;
     check_claims(issuer, &claims, now)?;
-    principal(issuer, claims, VerifiedBy::Signature)
+    Ok(principal(issuer, claims, VerifiedBy::Signature)?)
 }
 
 /// Verifies the signature with the issuer's keys that fit `kid` and `alg`.

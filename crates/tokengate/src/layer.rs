@@ -9,7 +9,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use jsonwebtoken::Algorithm;
 use tower::Layer;
 
@@ -19,7 +18,12 @@ use crate::error::{ErrorRenderer, JsonErrors};
 use crate::extract::DEFAULT_MAX_TOKEN_BYTES;
 use crate::gate::Gate;
 use crate::jwks::fetch::{self, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES};
-use crate::jwks::{KeyKind, KeySet, VerifyingKey};
+use crate::jwks::refresh::{JwksLocation, RefreshSettings, Refresher};
+use crate::jwks::store::RefreshControl;
+use crate::jwks::{
+    DEFAULT_KID_COOLDOWN, DEFAULT_KID_WAIT, DEFAULT_MAX_REFRESH_INTERVAL, DEFAULT_MIN_REFRESH_INTERVAL,
+    KeyKind, KeySet, KeyStore, VerifyingKey,
+};
 use crate::jwt::{DEFAULT_LEEWAY, IssuerVerifier, MAX_LEEWAY};
 use crate::policy::{Mode, RoutePolicy};
 use crate::service::TokenGate;
@@ -93,6 +97,12 @@ pub struct IssuerConfig {
     allow_http: bool,
     max_document_bytes: usize,
     fetch_timeout: Duration,
+    discover: bool,
+    min_refresh_interval: Duration,
+    max_refresh_interval: Duration,
+    kid_cooldown: Duration,
+    kid_wait: Duration,
+    max_staleness: Option<Duration>,
 }
 
 impl IssuerConfig {
@@ -109,7 +119,48 @@ impl IssuerConfig {
             allow_http: false,
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            discover: false,
+            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            max_refresh_interval: DEFAULT_MAX_REFRESH_INTERVAL,
+            kid_cooldown: DEFAULT_KID_COOLDOWN,
+            kid_wait: DEFAULT_KID_WAIT,
+            max_staleness: None,
         }
+    }
+
+    /// Finds the keys through the issuer's metadata: OpenID Connect discovery at
+    /// `{issuer}/.well-known/openid-configuration`, else RFC 8414. The document's `issuer`
+    /// must equal this issuer byte for byte.
+    pub fn discover(mut self) -> Self {
+        self.discover = true;
+        self
+    }
+
+    /// Bounds of the background refresh interval, which otherwise follows the key set's
+    /// `Cache-Control: max-age` (defaults 5 min … 24 h).
+    pub fn refresh_interval_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.min_refresh_interval = min;
+        self.max_refresh_interval = max;
+        self
+    }
+
+    /// Minimum time between two fetches caused by unknown `kid`s (default 30 s).
+    pub fn kid_cooldown(mut self, cooldown: Duration) -> Self {
+        self.kid_cooldown = cooldown;
+        self
+    }
+
+    /// Longest time a request with an unknown `kid` waits for the refresh (default 1 s).
+    pub fn kid_wait(mut self, wait: Duration) -> Self {
+        self.kid_wait = wait;
+        self
+    }
+
+    /// After this long without a successful fetch, the issuer's tokens get 503 instead of
+    /// being verified with possibly revoked keys (default: no limit, keep the last good set).
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.max_staleness = Some(staleness);
+        self
     }
 
     /// Adds an accepted audience; a token's `aud` must contain at least one. Required.
@@ -219,9 +270,17 @@ pub struct TokenGateBuilder {
     clock: Option<SharedClock>,
     renderer: Option<Arc<dyn ErrorRenderer>>,
     http_client: Option<reqwest::Client>,
+    start_not_ready: bool,
 }
 
 impl TokenGateBuilder {
+    /// When an issuer's keys cannot be fetched at build time: `true` (the default) fails the
+    /// build; `false` starts anyway, answers that issuer's tokens with 503, and keeps retrying.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.start_not_ready = !fail_fast;
+        self
+    }
+
     /// Adds a trusted issuer.
     pub fn issuer(mut self, issuer: IssuerConfig) -> Self {
         self.issuers.push(issuer);
@@ -264,18 +323,27 @@ impl TokenGateBuilder {
         self
     }
 
-    /// Checks the configuration, loads every issuer's keys, and builds the layer.
+    /// Checks the configuration, loads every issuer's keys, and builds the layer. Key
+    /// refreshers start on the current tokio runtime and stop when the layer is dropped.
     pub async fn build(self) -> Result<TokenGateLayer, BuildError> {
         crate::crypto::install_default_provider();
         if self.issuers.is_empty() {
             return Err(BuildError("no issuer is configured".into()));
         }
+        let clock: SharedClock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let client = match self.http_client {
+            Some(client) => client,
+            None => fetch::default_client(DEFAULT_FETCH_TIMEOUT).map_err(|e| BuildError(e.to_string()))?,
+        };
         let mut issuers: Vec<IssuerVerifier> = Vec::with_capacity(self.issuers.len());
+        let mut refreshers = Vec::new();
         for config in &self.issuers {
             if issuers.iter().any(|i| *i.issuer == *config.issuer) {
                 return Err(BuildError::issuer(&config.issuer, "is configured twice"));
             }
-            issuers.push(build_issuer(config, self.http_client.as_ref()).await?);
+            let (issuer, refresher) = build_issuer(config, &client, &clock, !self.start_not_ready).await?;
+            issuers.push(issuer);
+            refreshers.extend(refresher.map(Refresher::spawn));
         }
         if self.policy.uses_mode(Mode::Introspect) {
             tracing::warn!(
@@ -288,8 +356,9 @@ impl TokenGateBuilder {
             issuers,
             policy: self.policy,
             max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock,
             context: GateContext { realm, renderer },
+            _refreshers: refreshers,
         };
         Ok(TokenGateLayer { gate: Arc::new(gate) })
     }
@@ -307,8 +376,10 @@ impl fmt::Debug for TokenGateBuilder {
 
 async fn build_issuer(
     config: &IssuerConfig,
-    client: Option<&reqwest::Client>,
-) -> Result<IssuerVerifier, BuildError> {
+    client: &reqwest::Client,
+    clock: &SharedClock,
+    fail_fast: bool,
+) -> Result<(IssuerVerifier, Option<Refresher>), BuildError> {
     let name = config.issuer.as_str();
     let err = |why: &dyn fmt::Display| BuildError::issuer(name, why);
     if name.is_empty() {
@@ -327,41 +398,43 @@ async fn build_issuer(
             MAX_LEEWAY.as_secs()
         )));
     }
-    if config.keys.is_empty() {
-        return Err(err(&"no keys configured (a JWKS, a JWKS URL, a PEM key or an HMAC secret)"));
+    if config.min_refresh_interval > config.max_refresh_interval {
+        return Err(err(&"the minimum refresh interval exceeds the maximum"));
     }
 
-    let mut keys: Vec<VerifyingKey> = Vec::new();
+    // Static keys, parsed now; at most one remote source (a JWKS URL or discovery).
+    let mut static_keys: Vec<VerifyingKey> = Vec::new();
+    let mut remote: Option<JwksLocation> = config.discover.then_some(JwksLocation::Discover);
     for source in &config.keys {
         match source {
-            KeySource::JwksDocument(doc) => keys.extend(parse_jwks(name, doc.as_bytes())?),
+            KeySource::JwksDocument(doc) => static_keys.extend(parse_jwks(name, doc.as_bytes())?),
             KeySource::JwksUrl(url) => {
+                if remote.is_some() {
+                    return Err(err(&"has more than one remote key source (JWKS URL or discovery)"));
+                }
                 let url = fetch::check_url(url, config.allow_http).map_err(|e| err(&e))?;
-                let owned;
-                let client = match client {
-                    Some(c) => c,
-                    None => {
-                        owned = fetch::default_client(config.fetch_timeout).map_err(|e| err(&e))?;
-                        &owned
-                    }
-                };
-                let body =
-                    fetch::fetch_document(client, &url, config.max_document_bytes, config.fetch_timeout)
-                        .await
-                        .map_err(|e| err(&format_args!("fetching the JWKS: {e}")))?;
-                keys.extend(parse_jwks(name, &body)?);
+                remote = Some(JwksLocation::Url(url));
             }
             KeySource::Pem { pem, kid } => {
-                keys.push(KeySet::key_from_pem(pem, kid.clone()).map_err(|e| err(&e))?)
+                static_keys.push(KeySet::key_from_pem(pem, kid.clone()).map_err(|e| err(&e))?)
             }
             KeySource::HmacSecret(secret) => {
-                keys.push(KeySet::key_from_secret(&secret.0).map_err(|e| err(&e))?)
+                static_keys.push(KeySet::key_from_secret(&secret.0).map_err(|e| err(&e))?)
             }
         }
     }
+    if static_keys.is_empty() && remote.is_none() {
+        return Err(err(&"no keys configured (a JWKS, a JWKS URL, discovery, a PEM key or an HMAC secret)"));
+    }
+    if config.discover {
+        // Discovery needs the issuer to be a fetchable URL.
+        fetch::check_url(name, config.allow_http).map_err(|e| err(&e))?;
+    }
 
-    let symmetric = keys.iter().any(|k| k.kind().is_symmetric());
-    let asymmetric = keys.iter().any(|k| !k.kind().is_symmetric());
+    // Algorithm confusion: an issuer is either HMAC-only or public-key-only. Published key
+    // sets never contribute HMAC keys, so a remote source counts as public keys.
+    let symmetric = static_keys.iter().any(|k| k.kind().is_symmetric());
+    let asymmetric = remote.is_some() || static_keys.iter().any(|k| !k.kind().is_symmetric());
     if symmetric && asymmetric {
         return Err(err(&"mixes an HMAC secret with public keys; use separate issuers"));
     }
@@ -394,24 +467,61 @@ async fn build_issuer(
             }
         }
     }
-    let set = KeySet::from_keys(keys);
-    if !config.algorithms.iter().any(|&alg| set.supports(alg)) {
-        return Err(err(&"no key can verify any of the configured algorithms"));
-    }
-    for &alg in &config.algorithms {
-        if !set.supports(alg) {
-            tracing::warn!(issuer = name, algorithm = ?alg, "no key of this issuer can verify this algorithm");
+
+    let issuer: Arc<str> = Arc::from(name);
+    let (store, refresher) = match remote {
+        None => (Arc::new(KeyStore::fixed(KeySet::from_keys(static_keys))), None),
+        Some(location) => {
+            let control = RefreshControl::new(config.kid_cooldown, config.kid_wait);
+            let store = Arc::new(KeyStore::empty(Some(control), config.max_staleness));
+            let settings = RefreshSettings {
+                min_interval: config.min_refresh_interval,
+                max_interval: config.max_refresh_interval,
+                fetch_timeout: config.fetch_timeout,
+                max_document_bytes: config.max_document_bytes,
+                allow_http: config.allow_http,
+            };
+            let mut refresher = Refresher::new(
+                issuer.clone(),
+                location,
+                client.clone(),
+                static_keys,
+                settings,
+                store.clone(),
+                clock.clone(),
+            );
+            if let Err(e) = refresher.fetch_once().await {
+                if fail_fast {
+                    return Err(err(&format_args!("loading keys: {e}")));
+                }
+                tracing::warn!(issuer = name, error = %e, "starting without keys; this issuer's tokens get 503 until a fetch succeeds");
+            }
+            (store, Some(refresher))
+        }
+    };
+
+    let keys = store.snapshot();
+    if !keys.is_empty() {
+        if !config.algorithms.iter().any(|&alg| keys.supports(alg)) {
+            return Err(err(&"no key can verify any of the configured algorithms"));
+        }
+        for &alg in &config.algorithms {
+            if !keys.supports(alg) {
+                tracing::warn!(issuer = name, algorithm = ?alg, "no key of this issuer can verify this algorithm yet");
+            }
         }
     }
-    Ok(IssuerVerifier {
-        issuer: Arc::from(name),
+    drop(keys);
+    let verifier = IssuerVerifier {
+        issuer,
         audiences: config.audiences.clone(),
         algorithms: config.algorithms.clone(),
         required_type: config.required_type.clone(),
         require_exp: config.require_exp,
         leeway: config.leeway.as_secs() as i64,
-        keys: ArcSwap::from_pointee(set),
-    })
+        store,
+    };
+    Ok((verifier, refresher))
 }
 
 fn parse_jwks(issuer: &str, document: &[u8]) -> Result<Vec<VerifyingKey>, BuildError> {

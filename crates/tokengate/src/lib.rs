@@ -49,6 +49,7 @@
 pub mod claims;
 pub mod clock;
 mod crypto;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod gate;

@@ -19,7 +19,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use crate::error::AuthError;
-use crate::gate::{Authorized, Gate};
+use crate::gate::{Authorized, Gate, Step};
 
 /// The service made by [`TokenGateLayer`](crate::TokenGateLayer).
 pub struct TokenGate<S> {
@@ -52,7 +52,8 @@ impl<S: std::fmt::Debug> std::fmt::Debug for TokenGate<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TokenGate<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -64,18 +65,35 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let decision = self.gate.authorize(request.method(), request.uri().path(), request.headers());
-        match decision.and_then(|authorized| admit(&self.gate, &mut request, authorized)) {
-            Ok(()) => {
-                // Call the service that was polled ready, keep a fresh clone for next time.
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture { state: State::Inner { future: ready.call(request) } }
+        // Call the service that was polled ready, keep a fresh clone for next time.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let step = self.gate.decide(request.method(), request.uri().path(), request.headers());
+        let state = match step {
+            Step::Done(decision) => {
+                match decision.and_then(|authorized| admit(&self.gate, &mut request, authorized)) {
+                    Ok(()) => State::Inner { future: ready.call(request) },
+                    Err(error) => State::Refused { response: Some(self.gate.render(&error)) },
+                }
             }
-            Err(error) => {
-                ResponseFuture { state: State::Refused { response: Some(self.gate.render(&error)) } }
+            // The token names a `kid` the issuer's keys lack: wait (bounded) for the refresh
+            // it triggers, then decide again. The only path that allocates a future.
+            Step::AwaitKeys(issuer) => {
+                let gate = self.gate.clone();
+                State::Deferred {
+                    future: Box::pin(async move {
+                        gate.await_keys(issuer).await;
+                        let decision =
+                            gate.decide_again(request.method(), request.uri().path(), request.headers());
+                        match decision.and_then(|authorized| admit(&gate, &mut request, authorized)) {
+                            Ok(()) => Ok(ready.call(request)),
+                            Err(error) => Err(gate.render(&error)),
+                        }
+                    }),
+                }
             }
-        }
+        };
+        ResponseFuture { state }
     }
 }
 
@@ -124,8 +142,12 @@ pin_project! {
     enum State<F> {
         Inner { #[pin] future: F },
         Refused { response: Option<Response<Bytes>> },
+        Deferred { future: Deferred<F> },
     }
 }
+
+/// A decision that had to wait: it yields the inner service's future, or a refusal.
+type Deferred<F> = Pin<Box<dyn Future<Output = Result<F, Response<Bytes>>> + Send>>;
 
 impl<F, B, E> Future for ResponseFuture<F>
 where
@@ -133,16 +155,24 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future } => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(response.map(ResponseBody::inner)))
-            }
-            StateProj::Refused { response } => {
-                let response = response.take().expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(response.map(ResponseBody::refused)))
-            }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            let next = match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Refused { response } => {
+                    let response = response.take().expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::refused)));
+                }
+                StateProj::Deferred { future } => match ready!(future.as_mut().poll(cx)) {
+                    Ok(future) => State::Inner { future },
+                    Err(response) => State::Refused { response: Some(response) },
+                },
+            };
+            this.state.set(next);
         }
     }
 }

@@ -85,22 +85,11 @@ pub(crate) async fn fetch_document(
     max_bytes: usize,
     timeout: Duration,
 ) -> Result<Bytes, FetchError> {
-    let request = client.get(url.clone()).header(http::header::ACCEPT, "application/json").timeout(timeout);
-    let mut response = request.send().await.map_err(|e| FetchError::Unreachable(describe(&e)))?;
-    if response.status() != reqwest::StatusCode::OK {
-        return Err(FetchError::Status(response.status().as_u16()));
+    match fetch_conditional(client, url, None, max_bytes, timeout).await? {
+        Conditional::Document { body, .. } => Ok(body),
+        // Without an ETag sent, a 304 is not a valid answer.
+        Conditional::NotModified { .. } => Err(FetchError::Status(304)),
     }
-    if response.content_length().is_some_and(|len| len > max_bytes as u64) {
-        return Err(FetchError::TooLarge(max_bytes));
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| FetchError::Unreachable(describe(&e)))? {
-        if body.len() + chunk.len() > max_bytes {
-            return Err(FetchError::TooLarge(max_bytes));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 /// A short description of a transport error without the URL's query (which may carry
@@ -122,6 +111,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cache_control_max_age() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(max_age(&h), None);
+        h.insert(http::header::CACHE_CONTROL, "public, max-age=600".parse().unwrap());
+        assert_eq!(max_age(&h), Some(600));
+        h.insert(http::header::CACHE_CONTROL, "no-cache".parse().unwrap());
+        assert_eq!(max_age(&h), Some(0));
+    }
+
+    #[test]
     fn plain_http_only_for_loopback_or_when_allowed() {
         assert!(check_url("https://idp.example.com/jwks", false).is_ok());
         assert!(check_url("http://127.0.0.1:9/jwks", false).is_ok());
@@ -132,4 +131,71 @@ mod tests {
         assert!(check_url("file:///etc/passwd", true).is_err());
         assert!(check_url("not a url", true).is_err());
     }
+}
+
+/// The answer to a conditional fetch.
+#[derive(Debug)]
+pub(crate) enum Conditional {
+    /// 304: the document has not changed since the `ETag` we sent.
+    NotModified { max_age: Option<u64> },
+    /// 200 with a new document.
+    Document { body: Bytes, etag: Option<String>, max_age: Option<u64> },
+}
+
+/// GETs `url` with `If-None-Match: etag` when we have one.
+pub(crate) async fn fetch_conditional(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    etag: Option<&str>,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<Conditional, FetchError> {
+    let mut request =
+        client.get(url.clone()).header(http::header::ACCEPT, "application/json").timeout(timeout);
+    if let Some(etag) = etag {
+        request = request.header(http::header::IF_NONE_MATCH, etag);
+    }
+    let mut response = request.send().await.map_err(|e| FetchError::Unreachable(describe(&e)))?;
+    let max_age = max_age(response.headers());
+    if response.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+        return Ok(Conditional::NotModified { max_age });
+    }
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(FetchError::Status(response.status().as_u16()));
+    }
+    let etag = response
+        .headers()
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 256)
+        .map(str::to_owned);
+    if response.content_length().is_some_and(|len| len > max_bytes as u64) {
+        return Err(FetchError::TooLarge(max_bytes));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| FetchError::Unreachable(describe(&e)))? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(FetchError::TooLarge(max_bytes));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Conditional::Document { body: body.freeze(), etag, max_age })
+}
+
+/// `Cache-Control: max-age` in seconds; `no-cache`/`no-store` count as 0.
+pub(crate) fn max_age(headers: &http::HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',').map(str::trim) {
+            let lower = directive.to_ascii_lowercase();
+            if lower == "no-cache" || lower == "no-store" {
+                return Some(0);
+            }
+            if let Some(secs) = lower.strip_prefix("max-age=") {
+                found = secs.trim_matches('"').parse::<u64>().ok().or(found);
+            }
+        }
+    }
+    found
 }

@@ -12,6 +12,8 @@
 //! an error.
 
 pub(crate) mod fetch;
+pub(crate) mod refresh;
+pub mod store;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,7 +24,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-pub use fetch::FetchError;
+pub use fetch::{DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES, FetchError};
+pub use refresh::{DEFAULT_MAX_REFRESH_INTERVAL, DEFAULT_MIN_REFRESH_INTERVAL, RefresherGuard};
+pub use store::{DEFAULT_KID_COOLDOWN, DEFAULT_KID_WAIT, KeyStore, KeyStoreStatus};
 
 /// Smallest RSA modulus accepted: 2048 bits (RFC 7518 §3.3, NIST SP 800-131A).
 pub const MIN_RSA_BITS: usize = 2048;

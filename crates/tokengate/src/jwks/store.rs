@@ -1,0 +1,243 @@
+//! [`KeyStore`]: one issuer's current key set, swapped atomically, and what is known about
+//! its freshness.
+//!
+//! Readers call [`KeyStore::snapshot`] (an `ArcSwap` load: no lock, no wait). Only the
+//! refresher ([`super::refresh`]) writes. A request that meets an unknown `kid` may ask for a
+//! refresh; at most one such fetch runs per cooldown, and every request that missed in the
+//! meantime waits for that same fetch, for a bounded time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::{Notify, watch};
+
+use super::KeySet;
+
+/// Default minimum time between two fetches caused by unknown `kid`s: 30 s. jose and Kong use
+/// 30 s; shorter lets a flood of random `kid`s turn into a flood of fetches at the issuer.
+pub const DEFAULT_KID_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Default longest time a request with an unknown `kid` waits for the refresh it triggered:
+/// 1 s. Long enough for a healthy issuer, short enough not to stall clients on a dead one.
+pub const DEFAULT_KID_WAIT: Duration = Duration::from_secs(1);
+
+/// Counters of one issuer's key fetches.
+#[derive(Debug, Default)]
+pub struct KeyMetrics {
+    /// Fetch attempts (background and unknown-`kid`).
+    pub fetches: AtomicU64,
+    /// Failed or invalid fetches.
+    pub failures: AtomicU64,
+    /// `304 Not Modified` answers.
+    pub not_modified: AtomicU64,
+    /// Fetches triggered by an unknown `kid`.
+    pub unknown_kid_refreshes: AtomicU64,
+    /// Times a new key set was swapped in.
+    pub swaps: AtomicU64,
+}
+
+/// A point-in-time view of a key store, for `/readyz`, metrics and `explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStoreStatus {
+    /// Whether a usable key set has been loaded.
+    pub ready: bool,
+    /// Incremented at every swap; a verified-token cache compares it.
+    pub generation: u64,
+    /// Seconds since the last successful fetch (or 304), if any; 0 for static keys.
+    pub age_secs: Option<i64>,
+    /// Whether the set is older than the configured maximum staleness.
+    pub stale: bool,
+    /// The number of keys in the current set.
+    pub keys: usize,
+    /// The last fetch error, if the last fetch failed.
+    pub last_error: Option<String>,
+    /// Fetch attempts.
+    pub fetches: u64,
+    /// Failed fetches.
+    pub failures: u64,
+    /// `304 Not Modified` answers.
+    pub not_modified: u64,
+    /// Fetches triggered by unknown `kid`s.
+    pub unknown_kid_refreshes: u64,
+}
+
+/// Sentinel for "never fetched successfully".
+const NEVER: i64 = i64::MIN;
+
+/// One issuer's keys.
+pub struct KeyStore {
+    keys: ArcSwap<KeySet>,
+    generation: AtomicU64,
+    ready: AtomicBool,
+    last_success: AtomicI64,
+    last_error: ArcSwapOption<String>,
+    max_staleness: Option<i64>,
+    pub(crate) metrics: KeyMetrics,
+    pub(crate) control: Option<RefreshControl>,
+}
+
+/// The hand-off between requests that miss a `kid` and the refresher.
+pub(crate) struct RefreshControl {
+    /// Wakes the refresher for an unknown-`kid` fetch.
+    pub(crate) kick: Notify,
+    cooldown_secs: i64,
+    max_wait: Duration,
+    last_kid_refresh: AtomicI64,
+    pending: AtomicBool,
+    /// Counts finished fetch attempts; waiters watch it.
+    done: watch::Sender<u64>,
+}
+
+impl RefreshControl {
+    pub(crate) fn new(cooldown: Duration, max_wait: Duration) -> Self {
+        Self {
+            kick: Notify::new(),
+            cooldown_secs: cooldown.as_secs() as i64,
+            max_wait,
+            last_kid_refresh: AtomicI64::new(NEVER),
+            pending: AtomicBool::new(false),
+            done: watch::Sender::new(0),
+        }
+    }
+}
+
+impl KeyStore {
+    /// A store holding fixed keys that never refresh.
+    pub(crate) fn fixed(keys: KeySet) -> Self {
+        let store = Self::empty(None, None);
+        store.swap(keys, 0);
+        store
+    }
+
+    /// A store without keys yet; `control` is set when a refresher will fill it.
+    pub(crate) fn empty(control: Option<RefreshControl>, max_staleness: Option<Duration>) -> Self {
+        Self {
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            generation: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            last_success: AtomicI64::new(NEVER),
+            last_error: ArcSwapOption::empty(),
+            max_staleness: max_staleness.map(|d| d.as_secs() as i64),
+            metrics: KeyMetrics::default(),
+            control,
+        }
+    }
+
+    /// The current key set. Never waits.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.keys.load()
+    }
+
+    /// Incremented at every swap.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether keys may be used at time `now`: loaded, and not older than the maximum
+    /// staleness when one is configured.
+    pub fn usable(&self, now: i64) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.is_stale(now)
+    }
+
+    fn is_stale(&self, now: i64) -> bool {
+        let last = self.last_success.load(Ordering::Acquire);
+        match self.max_staleness {
+            Some(max) if self.control.is_some() => last == NEVER || now.saturating_sub(last) > max,
+            _ => false,
+        }
+    }
+
+    /// The store's status at time `now`.
+    pub fn status(&self, now: i64) -> KeyStoreStatus {
+        let last = self.last_success.load(Ordering::Acquire);
+        let m = &self.metrics;
+        KeyStoreStatus {
+            ready: self.ready.load(Ordering::Acquire),
+            generation: self.generation(),
+            age_secs: match (self.control.is_some(), last) {
+                (false, _) => Some(0),
+                (true, NEVER) => None,
+                (true, last) => Some(now.saturating_sub(last).max(0)),
+            },
+            stale: self.is_stale(now),
+            keys: self.keys.load().len(),
+            last_error: self.last_error.load_full().map(|e| (*e).clone()),
+            fetches: m.fetches.load(Ordering::Relaxed),
+            failures: m.failures.load(Ordering::Relaxed),
+            not_modified: m.not_modified.load(Ordering::Relaxed),
+            unknown_kid_refreshes: m.unknown_kid_refreshes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Replaces the key set (never with an empty one) and records a successful fetch.
+    pub(crate) fn swap(&self, keys: KeySet, now: i64) {
+        if keys.is_empty() {
+            return;
+        }
+        self.keys.store(Arc::new(keys));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+        self.mark_fresh(now);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Records a fetch that confirmed the current set (a 304).
+    pub(crate) fn mark_fresh(&self, now: i64) {
+        self.last_success.store(now, Ordering::Release);
+        self.last_error.store(None);
+    }
+
+    /// Records a failed fetch; the current set stays.
+    pub(crate) fn mark_failed(&self, error: String) {
+        self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+        self.last_error.store(Some(Arc::new(error)));
+    }
+
+    /// Tells waiters that a fetch attempt finished.
+    pub(crate) fn fetch_finished(&self) {
+        if let Some(control) = &self.control {
+            control.pending.store(false, Ordering::Release);
+            control.done.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Called by a request whose token names a `kid` the set lacks. Starts a fetch unless one
+    /// ran within the cooldown, and waits (at most the configured bound) for the fetch that is
+    /// in flight. Returns whether a fetch finished while waiting, i.e. whether a retry may help.
+    pub async fn refresh_for_unknown_kid(&self, now: i64) -> bool {
+        let Some(control) = &self.control else {
+            return false;
+        };
+        let mut done = control.done.subscribe();
+        let last = control.last_kid_refresh.load(Ordering::Acquire);
+        let cooled = last == NEVER || now.saturating_sub(last) >= control.cooldown_secs;
+        if cooled
+            && control
+                .last_kid_refresh
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            control.pending.store(true, Ordering::Release);
+            self.metrics.unknown_kid_refreshes.fetch_add(1, Ordering::Relaxed);
+            control.kick.notify_one();
+        } else if !control.pending.load(Ordering::Acquire) {
+            // Within the cooldown and nothing in flight: answer now rather than stall.
+            return done.has_changed().unwrap_or(false);
+        }
+        matches!(tokio::time::timeout(control.max_wait, done.changed()).await, Ok(Ok(())))
+    }
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("keys", &self.keys.load().len())
+            .field("generation", &self.generation())
+            .field("ready", &self.ready.load(Ordering::Relaxed))
+            .field("refreshing", &self.control.is_some())
+            .finish()
+    }
+}
