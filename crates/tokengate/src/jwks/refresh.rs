@@ -135,7 +135,7 @@ impl Refresher {
                 );
             }
         }
-        self.store.fetch_finished();
+        self.store.fetch_finished(self.next_due);
         result.map(|_| ())
     }
 

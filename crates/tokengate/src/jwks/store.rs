@@ -7,7 +7,7 @@
 //! meantime waits for that same fetch, for a bounded time.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ pub struct KeyStoreStatus {
     pub keys: usize,
     /// The last fetch error, if the last fetch failed.
     pub last_error: Option<String>,
+    /// When the next background fetch is due (seconds since the epoch), if one is scheduled.
+    pub next_refresh_at: Option<i64>,
     /// Fetch attempts.
     pub fetches: u64,
     /// Failed fetches.
@@ -74,6 +76,7 @@ pub struct KeyStore {
     ready: AtomicBool,
     last_success: AtomicI64,
     last_error: ArcSwapOption<String>,
+    next_refresh: AtomicI64,
     max_staleness: Option<i64>,
     pub(crate) metrics: KeyMetrics,
     pub(crate) control: Option<RefreshControl>,
@@ -85,10 +88,18 @@ pub(crate) struct RefreshControl {
     pub(crate) kick: Notify,
     cooldown_secs: i64,
     max_wait: Duration,
-    last_kid_refresh: AtomicI64,
-    pending: AtomicBool,
+    /// Only requests with an unknown `kid` and the refresher take this lock, never for long
+    /// and never across an `.await`; verification of known keys does not touch it.
+    kid_refresh: Mutex<KidRefresh>,
     /// Counts finished fetch attempts; waiters watch it.
     done: watch::Sender<u64>,
+}
+
+struct KidRefresh {
+    /// When the last unknown-`kid` fetch was asked for.
+    last: i64,
+    /// Whether that fetch has not finished yet.
+    pending: bool,
 }
 
 impl RefreshControl {
@@ -97,8 +108,7 @@ impl RefreshControl {
             kick: Notify::new(),
             cooldown_secs: cooldown.as_secs() as i64,
             max_wait,
-            last_kid_refresh: AtomicI64::new(NEVER),
-            pending: AtomicBool::new(false),
+            kid_refresh: Mutex::new(KidRefresh { last: NEVER, pending: false }),
             done: watch::Sender::new(0),
         }
     }
@@ -120,6 +130,7 @@ impl KeyStore {
             ready: AtomicBool::new(false),
             last_success: AtomicI64::new(NEVER),
             last_error: ArcSwapOption::empty(),
+            next_refresh: AtomicI64::new(NEVER),
             max_staleness: max_staleness.map(|d| d.as_secs() as i64),
             metrics: KeyMetrics::default(),
             control,
@@ -165,6 +176,7 @@ impl KeyStore {
             stale: self.is_stale(now),
             keys: self.keys.load().len(),
             last_error: self.last_error.load_full().map(|e| (*e).clone()),
+            next_refresh_at: Some(self.next_refresh.load(Ordering::Acquire)).filter(|&t| t != NEVER),
             fetches: m.fetches.load(Ordering::Relaxed),
             failures: m.failures.load(Ordering::Relaxed),
             not_modified: m.not_modified.load(Ordering::Relaxed),
@@ -196,10 +208,11 @@ impl KeyStore {
         self.last_error.store(Some(Arc::new(error)));
     }
 
-    /// Tells waiters that a fetch attempt finished.
-    pub(crate) fn fetch_finished(&self) {
+    /// Tells waiters that a fetch attempt finished, and when the next one is due.
+    pub(crate) fn fetch_finished(&self, next_refresh_at: i64) {
+        self.next_refresh.store(next_refresh_at, Ordering::Release);
         if let Some(control) = &self.control {
-            control.pending.store(false, Ordering::Release);
+            control.kid_refresh.lock().unwrap_or_else(PoisonError::into_inner).pending = false;
             control.done.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
@@ -211,21 +224,21 @@ impl KeyStore {
         let Some(control) = &self.control else {
             return false;
         };
+        // Subscribe first: a fetch that finishes after we saw it pending must wake us.
         let mut done = control.done.subscribe();
-        let last = control.last_kid_refresh.load(Ordering::Acquire);
-        let cooled = last == NEVER || now.saturating_sub(last) >= control.cooldown_secs;
-        if cooled
-            && control
-                .last_kid_refresh
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
         {
-            control.pending.store(true, Ordering::Release);
-            self.metrics.unknown_kid_refreshes.fetch_add(1, Ordering::Relaxed);
-            control.kick.notify_one();
-        } else if !control.pending.load(Ordering::Acquire) {
-            // Within the cooldown and nothing in flight: answer now rather than stall.
-            return done.has_changed().unwrap_or(false);
+            let mut state = control.kid_refresh.lock().unwrap_or_else(PoisonError::into_inner);
+            if !state.pending {
+                let cooled = state.last == NEVER || now.saturating_sub(state.last) >= control.cooldown_secs;
+                if !cooled {
+                    // Within the cooldown and nothing in flight: answer now rather than stall.
+                    return false;
+                }
+                state.last = now;
+                state.pending = true;
+                self.metrics.unknown_kid_refreshes.fetch_add(1, Ordering::Relaxed);
+                control.kick.notify_one();
+            }
         }
         matches!(tokio::time::timeout(control.max_wait, done.changed()).await, Ok(Ok(())))
     }
