@@ -3,6 +3,11 @@
 //!
 //! The state behind an [`Issuer`] is one `Mutex`: this is test code, and a single lock keeps
 //! "rotate, then serve the new set" trivially consistent.
+//!
+//! Introspection (RFC 7662) authenticates its caller as a confidential client (RFC 7662 §2.1)
+//! with `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1), answers for the issuer's
+//! JWTs and for the opaque tokens it issued, and can be made to answer narrower, stale or broken
+//! responses through [`Issuer::set_introspection_override`] and [`Fault`]s.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -11,18 +16,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use crate::keys::{KeyKind, SigningKey};
-use crate::token::TokenBuilder;
+use crate::token::{OpaqueTokenBuilder, TokenBuilder};
 
 /// The audience tokens carry unless the builder says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "https://api.example.com";
@@ -36,6 +42,18 @@ pub const WRONG_ISSUER: &str = "https://evil.example.com";
 
 /// The body served under [`Fault::Garbage`].
 pub const GARBAGE_BODY: &str = "not json{";
+
+/// The introspection client's `client_id` unless the builder says otherwise.
+pub const INTROSPECTION_CLIENT_ID: &str = "gateway";
+
+/// The introspection client's `client_secret` unless the builder says otherwise.
+pub const INTROSPECTION_CLIENT_SECRET: &str = "gateway-secret";
+
+/// The introspection answer under [`Fault::ActiveNotBool`].
+const ACTIVE_NOT_BOOL_BODY: &str = r#"{"active":"true"}"#;
+
+/// The introspection answer under [`Fault::NotObject`].
+const NOT_OBJECT_BODY: &str = "[]";
 
 /// One of the issuer's HTTP endpoints, for counting requests and injecting faults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +100,12 @@ pub enum Fault {
     /// Discovery documents only: `issuer` is `https://evil.example.com` (other endpoints answer
     /// normally).
     WrongIssuer,
+    /// Introspection only: answer 200 `{"active":"true"}` — a string, not a boolean (other
+    /// endpoints answer as under [`Fault::Garbage`]).
+    ActiveNotBool,
+    /// Introspection only: answer 200 `[]` — JSON, but not an object (other endpoints answer as
+    /// under [`Fault::Garbage`]).
+    NotObject,
 }
 
 /// An in-process OAuth2/OIDC issuer serving HTTP on `127.0.0.1`; cheap to clone.
@@ -120,6 +144,12 @@ struct Shared {
     audience: String,
     jwks_max_age: u64,
     counters: [AtomicU64; Endpoint::COUNT],
+    /// Introspection requests whose answer is not sent yet (see [`InFlight`]).
+    introspections_in_flight: AtomicU64,
+    /// The highest value `introspections_in_flight` ever had.
+    max_introspections_in_flight: AtomicU64,
+    client_id: String,
+    client_secret: String,
     state: Mutex<IssuerState>,
 }
 
@@ -134,6 +164,14 @@ struct IssuerState {
     now: Option<i64>,
     faults: HashMap<Endpoint, Fault>,
     revoked_jtis: HashSet<String>,
+    /// Whole tokens revoked through [`Issuer::revoke_token`], opaque or JWT.
+    revoked_tokens: HashSet<String>,
+    /// Opaque tokens issued, with the claims introspection answers for them.
+    opaque: HashMap<String, Map<String, Value>>,
+    /// Merged over every active introspection answer.
+    introspection_override: Option<Map<String, Value>>,
+    /// `"basic"` or `"post"`, one per successfully authenticated introspection call.
+    introspection_auth_methods: Vec<String>,
 }
 
 impl IssuerState {
@@ -166,6 +204,8 @@ pub struct IssuerBuilder {
     audience: String,
     rsa_only: bool,
     jwks_max_age: u64,
+    client_id: String,
+    client_secret: String,
 }
 
 impl IssuerBuilder {
@@ -188,6 +228,15 @@ impl IssuerBuilder {
         self
     }
 
+    /// The credentials the introspection endpoint requires of its caller (default
+    /// [`INTROSPECTION_CLIENT_ID`] / [`INTROSPECTION_CLIENT_SECRET`]). Any characters are fine:
+    /// `client_secret_basic` callers must URL-encode both before Base64 (RFC 6749 §2.3.1).
+    pub fn introspection_client(mut self, client_id: &str, client_secret: &str) -> Self {
+        self.client_id = client_id.to_owned();
+        self.client_secret = client_secret.to_owned();
+        self
+    }
+
     /// Generates the keys, binds `127.0.0.1:0` and starts serving.
     ///
     /// # Panics
@@ -205,6 +254,10 @@ impl IssuerBuilder {
             now: None,
             faults: HashMap::new(),
             revoked_jtis: HashSet::new(),
+            revoked_tokens: HashSet::new(),
+            opaque: HashMap::new(),
+            introspection_override: None,
+            introspection_auth_methods: Vec::new(),
         };
         for kind in KeyKind::ALL {
             state.new_key(kind, kind == KeyKind::Rsa || !self.rsa_only);
@@ -216,6 +269,10 @@ impl IssuerBuilder {
             audience: self.audience,
             jwks_max_age: self.jwks_max_age,
             counters: Default::default(),
+            introspections_in_flight: AtomicU64::new(0),
+            max_introspections_in_flight: AtomicU64::new(0),
+            client_id: self.client_id,
+            client_secret: self.client_secret,
             state: Mutex::new(state),
         });
         let app = Router::new()
@@ -249,6 +306,8 @@ impl Issuer {
             audience: DEFAULT_AUDIENCE.to_owned(),
             rsa_only: false,
             jwks_max_age: DEFAULT_JWKS_MAX_AGE_SECS,
+            client_id: INTROSPECTION_CLIENT_ID.to_owned(),
+            client_secret: INTROSPECTION_CLIENT_SECRET.to_owned(),
         }
     }
 
@@ -270,6 +329,16 @@ impl Issuer {
     /// `url() + "/introspect"` (RFC 7662).
     pub fn introspection_endpoint(&self) -> String {
         format!("{}/introspect", self.inner.shared.url)
+    }
+
+    /// The `client_id` the introspection endpoint requires of its caller.
+    pub fn introspection_client_id(&self) -> String {
+        self.inner.shared.client_id.clone()
+    }
+
+    /// The `client_secret` the introspection endpoint requires of its caller.
+    pub fn introspection_client_secret(&self) -> String {
+        self.inner.shared.client_secret.clone()
     }
 
     /// The audience minted tokens carry.
@@ -341,9 +410,34 @@ impl Issuer {
         TokenBuilder::new(self.clone())
     }
 
+    /// A builder for an opaque (non-JWT) token that only introspection can vouch for.
+    pub fn opaque_token(&self) -> OpaqueTokenBuilder {
+        OpaqueTokenBuilder::new(self.clone())
+    }
+
     /// How many HTTP requests `endpoint` has received (counted on arrival, faults included).
     pub fn requests(&self, endpoint: Endpoint) -> u64 {
         self.inner.shared.counters[endpoint.index()].load(Ordering::SeqCst)
+    }
+
+    /// How many introspection requests are being handled now: counted on arrival, uncounted when
+    /// the answer is ready or when the request is abandoned (a client that gives up on a
+    /// [`Fault::Hang`] or [`Fault::Slow`] request is uncounted once the server notices the closed
+    /// connection).
+    pub fn introspections_in_flight(&self) -> u64 {
+        self.inner.shared.introspections_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The highest [`introspections_in_flight`](Self::introspections_in_flight) ever seen: 1 means
+    /// the caller never had two introspection calls open at once.
+    pub fn max_introspections_in_flight(&self) -> u64 {
+        self.inner.shared.max_introspections_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The client authentication method of every successfully authenticated introspection call,
+    /// in order: `"basic"` (`client_secret_basic`) or `"post"` (`client_secret_post`).
+    pub fn introspection_auth_methods(&self) -> Vec<String> {
+        self.state().introspection_auth_methods.clone()
     }
 
     /// Injects `fault` into every later request to `endpoint` (`Fault::None` clears it).
@@ -351,9 +445,42 @@ impl Issuer {
         self.state().faults.insert(endpoint, fault);
     }
 
-    /// Makes the introspection endpoint answer `{"active": false}` for tokens with this `jti`.
+    /// Makes the introspection endpoint answer `{"active": false}` for tokens with this `jti`,
+    /// JWT or opaque.
     pub fn revoke(&self, jti: &str) {
         self.state().revoked_jtis.insert(jti.to_owned());
+    }
+
+    /// Makes the introspection endpoint answer `{"active": false}` for `token`: an opaque token,
+    /// or a JWT — which also revokes every token with the same `jti`, as [`revoke`](Self::revoke)
+    /// does. A JWT without a `jti` (or any other string) is revoked as that exact text.
+    pub fn revoke_token(&self, token: &str) {
+        let jti = unverified_jti(token);
+        let mut state = self.state();
+        state.revoked_tokens.insert(token.to_owned());
+        if let Some(jti) = jti {
+            state.revoked_jtis.insert(jti);
+        }
+    }
+
+    /// Members merged over every *active* introspection answer (`None`: answer the token's own
+    /// claims). A member set to `null` is removed, as in a JSON Merge Patch (RFC 7396), so
+    /// `{"scope": "read"}` narrows the scopes, `{"iss": "https://other"}`, `{"aud": "x"}` or
+    /// `{"exp": 1}` contradict the token, and `{"exp": null}` drops `exp`. Inactive answers stay
+    /// `{"active": false}`; for bodies that are not an object use [`Fault`]s.
+    ///
+    /// # Panics
+    /// If `members` is `Some` of anything but a JSON object.
+    pub fn set_introspection_override(&self, members: Option<Value>) {
+        let members = members.map(|members| match members {
+            Value::Object(members) => members,
+            other => panic!("tokengate-testkit: an introspection override must be an object, got {other}"),
+        });
+        self.state().introspection_override = members;
+    }
+
+    pub(crate) fn remember_opaque(&self, token: String, claims: Map<String, Value>) {
+        self.state().opaque.insert(token, claims);
     }
 
     pub(crate) fn current_key(&self, kind: KeyKind) -> Arc<SigningKey> {
@@ -399,7 +526,15 @@ impl Shared {
                 Err((status, "injected fault").into_response())
             }
             Fault::Hang => std::future::pending().await,
-            Fault::Garbage => Err(json_response(StatusCode::OK, GARBAGE_BODY.to_owned())),
+            Fault::ActiveNotBool if endpoint == Endpoint::Introspect => {
+                Err(json_response(StatusCode::OK, ACTIVE_NOT_BOOL_BODY.to_owned()))
+            }
+            Fault::NotObject if endpoint == Endpoint::Introspect => {
+                Err(json_response(StatusCode::OK, NOT_OBJECT_BODY.to_owned()))
+            }
+            Fault::Garbage | Fault::ActiveNotBool | Fault::NotObject => {
+                Err(json_response(StatusCode::OK, GARBAGE_BODY.to_owned()))
+            }
             Fault::Slow(delay) => {
                 tokio::time::sleep(delay).await;
                 Ok(Fault::None)
@@ -415,6 +550,7 @@ impl Shared {
             "issuer": issuer,
             "jwks_uri": format!("{url}/jwks"),
             "introspection_endpoint": format!("{url}/introspect"),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "token_endpoint": format!("{url}/token"),
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
@@ -422,9 +558,44 @@ impl Shared {
         })
     }
 
-    /// RFC 7662 for the issuer's own tokens: signature by a published key, `iss` exact, not
-    /// expired at [`Shared::now`], `jti` not revoked. Audience is not checked (the caller does).
+    /// RFC 7662 for the issuer's own tokens: the active answer (claims, `active`, `token_type`,
+    /// then the override), or `None` for an inactive token.
     fn introspect(&self, token: &str) -> Option<Map<String, Value>> {
+        let opaque = self.state().opaque.get(token).cloned();
+        let mut claims = match opaque {
+            Some(claims) => self.opaque_is_active(&claims).then_some(claims)?,
+            None => self.verify_jwt(token)?,
+        };
+        let state = self.state();
+        if state.revoked_tokens.contains(token) {
+            return None;
+        }
+        claims.insert("active".into(), json!(true));
+        claims.insert("token_type".into(), json!("Bearer"));
+        for (name, value) in state.introspection_override.iter().flatten() {
+            if value.is_null() {
+                claims.remove(name);
+            } else {
+                claims.insert(name.clone(), value.clone());
+            }
+        }
+        Some(claims)
+    }
+
+    /// An opaque token is active until its `exp` (if it has one) and unless its `jti` is revoked.
+    fn opaque_is_active(&self, claims: &Map<String, Value>) -> bool {
+        let unexpired = claims.get("exp").is_none_or(|exp| exp.as_i64().is_some_and(|exp| exp > self.now()));
+        unexpired && !self.jti_revoked(claims)
+    }
+
+    fn jti_revoked(&self, claims: &Map<String, Value>) -> bool {
+        claims.get("jti").and_then(Value::as_str).is_some_and(|jti| self.state().revoked_jtis.contains(jti))
+    }
+
+    /// A JWT's claims if its signature verifies with a published key, `iss` is exact, it is not
+    /// expired at [`Shared::now`] and its `jti` is not revoked. Audience is not checked (the
+    /// caller does).
+    fn verify_jwt(&self, token: &str) -> Option<Map<String, Value>> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         let jwk = {
             let state = self.state();
@@ -446,11 +617,72 @@ impl Shared {
         let now = self.now();
         let exp = claims.get("exp").and_then(Value::as_i64)?;
         let iss_ok = claims.get("iss").and_then(Value::as_str) == Some(self.url.as_str());
-        let revoked = claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .is_some_and(|jti| self.state().revoked_jtis.contains(jti));
-        (exp > now && iss_ok && !revoked).then_some(claims)
+        (exp > now && iss_ok && !self.jti_revoked(&claims)).then_some(claims)
+    }
+
+    /// Client authentication of an introspection call (RFC 6749 §2.3.1): the method used, or why
+    /// the call is refused.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        params: &[(String, String)],
+    ) -> Result<&'static str, ClientAuthError> {
+        let posted_id = single_param(params, "client_id");
+        let posted_secret = single_param(params, "client_secret");
+        let (method, credentials) = match headers.get(header::AUTHORIZATION) {
+            Some(_) if posted_secret.is_some() => return Err(ClientAuthError::TwoMethods),
+            Some(value) => ("basic", basic_credentials(value)),
+            None => {
+                ("post", posted_id.zip(posted_secret).map(|(id, secret)| (id.to_owned(), secret.to_owned())))
+            }
+        };
+        match credentials {
+            Some((id, secret)) if id == self.client_id && secret == self.client_secret => Ok(method),
+            _ => Err(ClientAuthError::InvalidClient),
+        }
+    }
+}
+
+/// Why an introspection call's client authentication failed.
+enum ClientAuthError {
+    /// Missing, malformed or wrong credentials: 401 `invalid_client`, with a `WWW-Authenticate`
+    /// challenge (RFC 6749 §5.2 requires one when the `Authorization` header was used).
+    InvalidClient,
+    /// Both `client_secret_basic` and `client_secret_post`: 400 `invalid_request` (RFC 6749 §5.2).
+    TwoMethods,
+}
+
+impl IntoResponse for ClientAuthError {
+    fn into_response(self) -> Response {
+        match self {
+            ClientAuthError::InvalidClient => {
+                let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"introspection\""),
+                );
+                response
+            }
+            ClientAuthError::TwoMethods => oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
+        }
+    }
+}
+
+/// Counts one introspection request in flight for as long as it lives: dropped when the handler
+/// returns its answer, or with the handler's future when the server abandons the request.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> InFlight<'a> {
+        let now = shared.introspections_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_introspections_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.introspections_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -498,23 +730,66 @@ async fn jwks(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
 
 async fn introspect(
     State(shared): State<Arc<Shared>>,
-    Form(form): Form<HashMap<String, String>>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
+    let _in_flight = InFlight::enter(&shared);
     if let Err(response) = shared.arrive(Endpoint::Introspect).await {
         return response;
     }
-    let Some(token) = form.get("token") else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_request" }))).into_response();
+    // Parameters must not repeat (RFC 6749 §3.2), which a map would hide.
+    let Ok(Form(params)) = form else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    let method = match shared.authenticate(&headers, &params) {
+        Ok(method) => method,
+        Err(error) => return error.into_response(),
+    };
+    shared.state().introspection_auth_methods.push(method.to_owned());
+    let Some(token) = single_param(&params, "token") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
     };
     let body = match shared.introspect(token) {
-        Some(mut claims) => {
-            claims.insert("active".into(), json!(true));
-            claims.insert("token_type".into(), json!("Bearer"));
-            Value::Object(claims)
-        }
+        Some(answer) => Value::Object(answer),
         None => json!({ "active": false }),
     };
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// The value of a form parameter that appears exactly once.
+fn single_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let mut values = params.iter().filter(|(param, _)| param == name).map(|(_, value)| value.as_str());
+    let value = values.next()?;
+    values.next().is_none().then_some(value)
+}
+
+/// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` decoded (RFC 6749 §2.3.1):
+/// Base64, split at the first `:`, then each half form-URL-decoded (`+` is a space).
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((form_url_decode(id)?, form_url_decode(secret)?))
+}
+
+fn form_url_decode(text: &str) -> Option<String> {
+    let plus_as_space = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8().ok().map(|text| text.into_owned())
+}
+
+/// The `jti` of a JWT, read without verifying anything; `None` for anything else.
+fn unverified_jti(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let claims: Map<String, Value> = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("jti")?.as_str().map(str::to_owned)
+}
+
+/// An OAuth 2.0 error answer, `{"error": code}` (RFC 6749 §5.2).
+fn oauth_error(status: StatusCode, code: &str) -> Response {
+    json_response(status, json!({ "error": code }).to_string())
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

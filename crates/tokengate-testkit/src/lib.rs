@@ -1,9 +1,10 @@
 //! An in-process OAuth2 / OpenID Connect issuer for tokengate's tests, benches and demo.
 //!
 //! [`Issuer`] serves discovery metadata, a JWKS and RFC 7662 introspection over real HTTP on
-//! `127.0.0.1:0`, mints tokens — valid ones and deliberately broken ones — counts requests per
-//! endpoint and injects faults. [`EchoUpstream`] is the service behind the gateway: it echoes and
-//! records every request.
+//! `127.0.0.1:0`, mints tokens — valid ones and deliberately broken ones, JWTs and opaque ones —
+//! counts requests per endpoint and injects faults. Introspection requires client credentials
+//! ([`INTROSPECTION_CLIENT_ID`] / [`INTROSPECTION_CLIENT_SECRET`] unless configured).
+//! [`EchoUpstream`] is the service behind the gateway: it echoes and records every request.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -14,6 +15,8 @@
 //! let es256 = issuer.token().alg(Algorithm::ES256).sign();
 //! let expired = issuer.token().expires_in(-60).sign();
 //! let forged = issuer.token().sign_with_foreign_key();
+//! let opaque = issuer.opaque_token().scope("admin").issue();
+//! issuer.revoke_token(&opaque);
 //! let new_kid = issuer.rotate(KeyKind::Rsa);
 //! issuer.set_fault(Endpoint::Jwks, Fault::Status(503));
 //! assert_eq!(issuer.requests(Endpoint::Jwks), 0);
@@ -40,12 +43,12 @@ mod token;
 
 pub use echo::{EchoUpstream, RecordedRequest};
 pub use issuer::{
-    DEFAULT_AUDIENCE, DEFAULT_JWKS_MAX_AGE_SECS, Endpoint, Fault, GARBAGE_BODY, Issuer, IssuerBuilder,
-    WRONG_ISSUER,
+    DEFAULT_AUDIENCE, DEFAULT_JWKS_MAX_AGE_SECS, Endpoint, Fault, GARBAGE_BODY, INTROSPECTION_CLIENT_ID,
+    INTROSPECTION_CLIENT_SECRET, Issuer, IssuerBuilder, WRONG_ISSUER,
 };
 pub use jsonwebtoken::Algorithm;
 pub use keys::KeyKind;
-pub use token::{DEFAULT_TOKEN_TTL_SECS, TokenBuilder, raw_token};
+pub use token::{DEFAULT_TOKEN_TTL_SECS, OpaqueTokenBuilder, TokenBuilder, raw_token};
 
 /// Installs jsonwebtoken's aws-lc-rs crypto provider for the process, if none is installed yet.
 ///

@@ -1,5 +1,6 @@
-//! Minting tokens: [`TokenBuilder`] for valid and deliberately broken JWTs, and [`raw_token`] for
-//! byte-level malformed ones.
+//! Minting tokens: [`TokenBuilder`] for valid and deliberately broken JWTs, [`raw_token`] for
+//! byte-level malformed ones, and [`OpaqueTokenBuilder`] for opaque tokens that only the issuer's
+//! introspection endpoint can vouch for.
 //!
 //! The builder writes the header and claims JSON itself (so any field can be set, removed or
 //! given a wrong type) and hands only the signing to `jsonwebtoken::crypto::sign`.
@@ -19,6 +20,9 @@ pub const DEFAULT_TOKEN_TTL_SECS: i64 = 300;
 
 /// Bytes of randomness in the default `jti`.
 const JTI_BYTES: usize = 16;
+
+/// Bytes of randomness in an opaque token (43 base64url characters).
+const OPAQUE_TOKEN_BYTES: usize = 32;
 
 /// Builds one token for an [`Issuer`]; get one from [`Issuer::token`].
 ///
@@ -56,16 +60,8 @@ impl TokenBuilder {
     pub(crate) fn new(issuer: Issuer) -> TokenBuilder {
         let now = issuer.now();
         let key = issuer.current_key(KeyKind::Rsa);
-        let mut claims = Map::new();
-        claims.insert("iss".into(), json!(issuer.url()));
-        claims.insert("sub".into(), json!("user-1"));
-        claims.insert("aud".into(), json!(issuer.audience()));
-        claims.insert("iat".into(), json!(now));
+        let mut claims = default_claims(&issuer, now);
         claims.insert("nbf".into(), json!(now));
-        claims.insert("exp".into(), json!(now + DEFAULT_TOKEN_TTL_SECS));
-        claims.insert("jti".into(), json!(random_jti()));
-        claims.insert("scope".into(), json!("read"));
-        claims.insert("client_id".into(), json!("client-1"));
         TokenBuilder { issuer, now, alg: Algorithm::RS256, key, claims, header_overrides: Vec::new() }
     }
 
@@ -222,8 +218,91 @@ pub fn raw_token(header_json: &str, payload_json: &str, signature_b64: &str) -> 
     )
 }
 
-fn random_jti() -> String {
-    let mut bytes = [0u8; JTI_BYTES];
+/// Builds one opaque access token for an [`Issuer`]; get one from [`Issuer::opaque_token`].
+///
+/// The token is 32 random bytes in base64url — no dots, nothing to decode. The issuer remembers
+/// it with its claims, which its introspection endpoint answers (plus `"active": true` and
+/// `"token_type": "Bearer"`) while `exp` is in the future at [`Issuer::now`] and the token is not
+/// revoked. Defaults: `{"iss": <issuer url>, "sub":"user-1", "aud": <audience>, "iat": now,
+/// "exp": now+300, "jti": <random>, "scope":"read", "client_id":"client-1"}`; a token without
+/// `exp` never expires.
+#[derive(Clone, Debug)]
+pub struct OpaqueTokenBuilder {
+    issuer: Issuer,
+    now: i64,
+    claims: Map<String, Value>,
+}
+
+impl OpaqueTokenBuilder {
+    pub(crate) fn new(issuer: Issuer) -> OpaqueTokenBuilder {
+        let now = issuer.now();
+        let claims = default_claims(&issuer, now);
+        OpaqueTokenBuilder { issuer, now, claims }
+    }
+
+    /// Sets (or overrides) any claim introspection will answer.
+    pub fn claim(mut self, name: &str, value: Value) -> Self {
+        self.claims.insert(name.to_owned(), value);
+        self
+    }
+
+    /// Removes a claim.
+    pub fn without_claim(mut self, name: &str) -> Self {
+        self.claims.remove(name);
+        self
+    }
+
+    /// Sets the `scope` claim (space-separated scopes).
+    pub fn scope(self, scope: &str) -> Self {
+        self.claim("scope", json!(scope))
+    }
+
+    /// Sets the `sub` claim.
+    #[allow(clippy::should_implement_trait)]
+    pub fn sub(self, sub: &str) -> Self {
+        self.claim("sub", json!(sub))
+    }
+
+    /// Sets the `aud` claim: a string or an array of strings.
+    pub fn aud(self, aud: Value) -> Self {
+        self.claim("aud", aud)
+    }
+
+    /// Sets `exp` to now + `secs`; negative means already expired.
+    pub fn expires_in(self, secs: i64) -> Self {
+        let exp = self.now + secs;
+        self.claim("exp", json!(exp))
+    }
+
+    /// The claims introspection would answer for the token.
+    pub fn claims(&self) -> Value {
+        Value::Object(self.claims.clone())
+    }
+
+    /// Makes the issuer remember the token and returns it.
+    pub fn issue(self) -> String {
+        let token = random_base64url::<OPAQUE_TOKEN_BYTES>();
+        self.issuer.remember_opaque(token.clone(), self.claims);
+        token
+    }
+}
+
+/// The claims JWTs and opaque tokens share by default.
+fn default_claims(issuer: &Issuer, now: i64) -> Map<String, Value> {
+    let mut claims = Map::new();
+    claims.insert("iss".into(), json!(issuer.url()));
+    claims.insert("sub".into(), json!("user-1"));
+    claims.insert("aud".into(), json!(issuer.audience()));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + DEFAULT_TOKEN_TTL_SECS));
+    claims.insert("jti".into(), json!(random_base64url::<JTI_BYTES>()));
+    claims.insert("scope".into(), json!("read"));
+    claims.insert("client_id".into(), json!("client-1"));
+    claims
+}
+
+fn random_base64url<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
     URL_SAFE_NO_PAD.encode(bytes)
 }

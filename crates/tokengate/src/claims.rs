@@ -90,6 +90,23 @@ impl Principal {
         self.0.verified_by
     }
 
+    /// The same principal, confirmed by introspection; the answer's scopes, when it gave
+    /// any, replace the token's.
+    pub(crate) fn confirmed_by_introspection(&self, scopes: Option<Vec<String>>) -> Principal {
+        let d = &self.0;
+        Principal::new(PrincipalData {
+            issuer: d.issuer.clone(),
+            subject: d.subject.clone(),
+            client_id: d.client_id.clone(),
+            scopes: scopes.unwrap_or_else(|| d.scopes.clone()),
+            expires_at: d.expires_at,
+            issued_at: d.issued_at,
+            token_id: d.token_id.clone(),
+            verified_by: VerifiedBy::Introspection,
+            claims: d.claims.clone(),
+        })
+    }
+
     /// Every claim of the token, as verified (a JSON object).
     pub fn claims(&self) -> &Value {
         &self.0.claims

@@ -7,13 +7,17 @@
 use http::{HeaderMap, Method};
 use std::fmt;
 
-use crate::claims::{GateContext, Principal};
+use std::sync::Arc;
+
+use crate::claims::{GateContext, Principal, VerifiedBy};
 use crate::clock::SharedClock;
 use crate::error::{AuthError, Rejection};
 use crate::extract;
+use crate::introspect::{Introspector, OUTAGE_RETRY_AFTER_SECS, Outage, Verdict};
 use crate::jwks::RefresherGuard;
 use crate::jwt::{self, IssuerVerifier, VerifyError};
 use crate::policy::{Mode, NormalizedPath, Requirement, RoutePolicy};
+use crate::revocation::RevocationList;
 
 /// Reason given while a route is in mode `introspect` but no introspection endpoint is set up:
 /// such a route must never quietly fall back to local verification.
@@ -29,6 +33,8 @@ pub struct Gate {
     pub(crate) max_token_bytes: usize,
     pub(crate) clock: SharedClock,
     pub(crate) context: GateContext,
+    pub(crate) introspector: Option<Introspector>,
+    pub(crate) revocations: RevocationList,
     /// Keeps the key refreshers running; dropping the gate stops them.
     pub(crate) _refreshers: Vec<RefresherGuard>,
 }
@@ -55,25 +61,57 @@ pub(crate) enum Step {
     Done(Result<Authorized, AuthError>),
     /// The token names a `kid` issuer `usize` lacks: wait for a refresh, then decide again.
     AwaitKeys(usize),
+    /// The route needs the issuer's word on the token.
+    Introspect(Box<PendingIntrospection>),
+}
+
+/// A request waiting for introspection.
+pub(crate) struct PendingIntrospection {
+    path: NormalizedPath,
+    requirement: Requirement,
+    token: String,
+    /// The locally verified principal of a JWT; `None` for an opaque token.
+    local: Option<Principal>,
 }
 
 impl Gate {
     /// Decides whether a request for `method` and the raw `path` with `headers` may proceed.
     ///
-    /// Waits only when the token names a `kid` its issuer's key set lacks: then for one
-    /// rate-limited refresh, at most the configured bound, before deciding again.
+    /// Waits only when it must: for one rate-limited key refresh when the token names an
+    /// unknown `kid`, and for introspection on `introspect` routes.
     pub async fn authorize(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Authorized, AuthError> {
-        match self.decide(method, path, headers) {
-            Step::Done(result) => result,
+        let step = self.decide(method, path, headers);
+        self.resolve(method, path, headers, step).await
+    }
+
+    /// Finishes a decision that [`Gate::decide`] could not make without waiting.
+    pub(crate) async fn resolve(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        step: Step,
+    ) -> Result<Authorized, AuthError> {
+        let step = match step {
             Step::AwaitKeys(issuer) => {
                 self.await_keys(issuer).await;
-                self.decide_again(method, path, headers)
+                match self.decide(method, path, headers) {
+                    // Still unknown after the refresh: now it is a rejection.
+                    Step::AwaitKeys(_) => return Err(AuthError::InvalidToken(Rejection::UnknownKey)),
+                    step => step,
+                }
             }
+            step => step,
+        };
+        match step {
+            Step::Done(result) => result,
+            Step::Introspect(pending) => self.introspect(*pending).await,
+            Step::AwaitKeys(_) => Err(AuthError::InvalidToken(Rejection::UnknownKey)),
         }
     }
 
@@ -84,17 +122,46 @@ impl Gate {
         }
     }
 
-    /// Decides after a key refresh; a `kid` still unknown is now a rejection.
-    pub(crate) fn decide_again(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Result<Authorized, AuthError> {
-        match self.decide(method, path, headers) {
-            Step::Done(result) => result,
-            Step::AwaitKeys(_) => Err(AuthError::InvalidToken(Rejection::UnknownKey)),
-        }
+    /// 8. Introspection, then 9. scopes (from the answer when it has `scope`).
+    async fn introspect(&self, pending: PendingIntrospection) -> Result<Authorized, AuthError> {
+        let Some(introspector) = &self.introspector else {
+            return Err(introspection_not_configured());
+        };
+        let (issuer, exp) = match &pending.local {
+            Some(local) => (Some(local.issuer()), local.expires_at()),
+            None => (None, None),
+        };
+        let verdict = introspector.check(&pending.token, issuer, exp).await.map_err(outage)?;
+        let principal = match (&*verdict, pending.local) {
+            (Verdict::Inactive, _) => return Err(AuthError::InvalidToken(Rejection::Inactive)),
+            (Verdict::Active { scopes, .. }, Some(local)) => local.confirmed_by_introspection(scopes.clone()),
+            (Verdict::Active { members, .. }, None) => {
+                let issuer = match members.get("iss") {
+                    Some(serde_json::Value::String(iss)) => iss.as_str(),
+                    _ => introspector.issuer().unwrap_or(introspector.endpoint()),
+                };
+                let principal =
+                    jwt::principal_from_claims(Arc::from(issuer), members.clone(), VerifiedBy::Introspection)
+                        .map_err(AuthError::InvalidToken)?;
+                if self.is_revoked(&principal) {
+                    return Err(AuthError::InvalidToken(Rejection::Revoked));
+                }
+                principal
+            }
+        };
+        check_scopes(&principal, &pending.requirement)?;
+        Ok(Authorized { path: pending.path, requirement: pending.requirement, principal: Some(principal) })
+    }
+
+    /// 7. The revocation list.
+    fn is_revoked(&self, principal: &Principal) -> bool {
+        self.revocations.is_revoked(
+            principal.issuer(),
+            principal.token_id(),
+            principal.subject(),
+            principal.issued_at(),
+            self.clock.now(),
+        )
     }
 
     /// The pipeline, without waiting for anything.
@@ -123,18 +190,44 @@ impl Gate {
             Err(e) => return Done(Err(e)),
         };
 
-        // 4–7. Local verification.
+        // Anything but a three-part JWS is opaque: only the issuer can vouch for it.
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            return match (requirement.mode, &self.introspector) {
+                (Mode::Introspect, Some(i)) if i.accepts_opaque() => {
+                    Step::Introspect(Box::new(PendingIntrospection {
+                        path,
+                        requirement,
+                        token: token.to_owned(),
+                        local: None,
+                    }))
+                }
+                (Mode::Introspect, None) => Done(Err(introspection_not_configured())),
+                _ => Done(Err(AuthError::InvalidToken(Rejection::OpaqueNotAccepted))),
+            };
+        }
+
+        // 4–6. Local verification: header, issuer, signature, claims.
         let principal = match self.verify_now(token) {
             Ok(principal) => principal,
             Err(VerifyError::UnknownKey { issuer }) => return Step::AwaitKeys(issuer),
             Err(e) => return Done(Err(verify_error(e))),
         };
 
-        // 8. Introspection.
+        // 7. Revocation list.
+        if self.is_revoked(&principal) {
+            return Done(Err(AuthError::InvalidToken(Rejection::Revoked)));
+        }
+
+        // 8. Introspection, after local verification so forgeries never cost a call.
         if requirement.mode == Mode::Introspect {
-            return Done(Err(AuthError::Unavailable {
-                reason: INTROSPECTION_NOT_CONFIGURED,
-                retry_after_secs: MISCONFIGURED_RETRY_AFTER_SECS,
+            if self.introspector.is_none() {
+                return Done(Err(introspection_not_configured()));
+            }
+            return Step::Introspect(Box::new(PendingIntrospection {
+                path,
+                requirement,
+                token: token.to_owned(),
+                local: Some(principal),
             }));
         }
 
@@ -166,6 +259,16 @@ impl Gate {
         }
     }
 
+    /// The introspection client, when configured.
+    pub fn introspector(&self) -> Option<&Introspector> {
+        self.introspector.as_ref()
+    }
+
+    /// The revocation list checked on every route.
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revocations
+    }
+
     /// The route policy.
     pub fn policy(&self) -> &RoutePolicy {
         &self.policy
@@ -194,6 +297,24 @@ impl Gate {
 
     pub(crate) fn context(&self) -> &GateContext {
         &self.context
+    }
+}
+
+fn introspection_not_configured() -> AuthError {
+    AuthError::Unavailable {
+        reason: INTROSPECTION_NOT_CONFIGURED,
+        retry_after_secs: MISCONFIGURED_RETRY_AFTER_SECS,
+    }
+}
+
+fn outage(outage: Outage) -> AuthError {
+    let retry_after_secs = match outage {
+        Outage::BreakerOpen(secs) => secs.max(1),
+        _ => OUTAGE_RETRY_AFTER_SECS,
+    };
+    AuthError::Unavailable {
+        reason: "the token issuer cannot be reached to confirm the token",
+        retry_after_secs,
     }
 }
 

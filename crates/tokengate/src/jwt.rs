@@ -214,7 +214,7 @@ pub fn verify(
     }
     let claims = decoded.claims;
     check_claims(issuer, &claims, now)?;
-    Ok(principal(issuer, claims, VerifiedBy::Signature)?)
+    Ok(principal_from_claims(issuer.issuer.clone(), claims, VerifiedBy::Signature)?)
 }
 
 /// Verifies the signature with the issuer's keys that fit `kid` and `alg`.
@@ -252,12 +252,12 @@ fn verify_signature(
 /// `typ` is a media type: compared case-insensitively, with or without `application/`
 /// (RFC 7515 §4.1.9).
 fn media_type_eq(got: &str, want: &str) -> bool {
+    // `get` rather than slicing: `typ` is attacker-controlled and may be any UTF-8.
     let strip = |s: &str| {
         let s = s.trim();
-        if s.len() > 12 && s[..12].eq_ignore_ascii_case("application/") {
-            s[12..].to_string()
-        } else {
-            s.to_string()
+        match s.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => s[12..].to_string(),
+            _ => s.to_string(),
         }
     };
     strip(got).eq_ignore_ascii_case(&strip(want))
@@ -358,8 +358,8 @@ fn optional_string(claims: &Map<String, Value>, name: &'static str) -> Result<Op
 }
 
 /// Builds the principal from verified claims.
-fn principal(
-    issuer: &IssuerVerifier,
+pub(crate) fn principal_from_claims(
+    issuer: Arc<str>,
     claims: Map<String, Value>,
     verified_by: VerifiedBy,
 ) -> Result<Principal, Rejection> {
@@ -368,7 +368,7 @@ fn principal(
         None => optional_string(&claims, "azp")?,
     };
     Ok(Principal::new(PrincipalData {
-        issuer: issuer.issuer.clone(),
+        issuer,
         subject: optional_string(&claims, "sub")?,
         client_id,
         scopes: scopes(&claims)?,
@@ -442,6 +442,9 @@ mod tests {
         assert!(media_type_eq("at+jwt", "at+jwt"));
         assert!(media_type_eq("application/AT+JWT", "at+jwt"));
         assert!(!media_type_eq("JWT", "at+jwt"));
+        // Byte 12 inside a multi-byte character must not panic.
+        assert!(!media_type_eq("applicationé/at+jwt", "at+jwt"));
+        assert!(!media_type_eq("ééééééé", "at+jwt"));
     }
 
     #[test]

@@ -14,9 +14,11 @@ use tower::Layer;
 
 use crate::claims::GateContext;
 use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::discovery;
 use crate::error::{ErrorRenderer, JsonErrors};
 use crate::extract::DEFAULT_MAX_TOKEN_BYTES;
 use crate::gate::Gate;
+use crate::introspect::{EndpointSource, IntrospectionConfig, Introspector};
 use crate::jwks::fetch::{self, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES};
 use crate::jwks::refresh::{JwksLocation, RefreshSettings, Refresher};
 use crate::jwks::store::RefreshControl;
@@ -26,6 +28,9 @@ use crate::jwks::{
 };
 use crate::jwt::{DEFAULT_LEEWAY, IssuerVerifier, MAX_LEEWAY};
 use crate::policy::{Mode, RoutePolicy};
+use crate::revocation::{
+    DEFAULT_CAPACITY as DEFAULT_REVOCATION_CAPACITY, DEFAULT_MAX_TOKEN_LIFETIME, RevocationList,
+};
 use crate::service::TokenGate;
 
 /// Default `WWW-Authenticate` realm.
@@ -271,9 +276,24 @@ pub struct TokenGateBuilder {
     renderer: Option<Arc<dyn ErrorRenderer>>,
     http_client: Option<reqwest::Client>,
     start_not_ready: bool,
+    introspection: Option<IntrospectionConfig>,
+    revocations: Option<RevocationList>,
 }
 
 impl TokenGateBuilder {
+    /// Enables introspection for routes in mode `introspect`.
+    pub fn introspection(mut self, config: IntrospectionConfig) -> Self {
+        self.introspection = Some(config);
+        self
+    }
+
+    /// Uses this revocation list (share a clone with whatever adds entries). Default: a new,
+    /// empty list on the layer's clock.
+    pub fn revocation_list(mut self, list: RevocationList) -> Self {
+        self.revocations = Some(list);
+        self
+    }
+
     /// When an issuer's keys cannot be fetched at build time: `true` (the default) fails the
     /// build; `false` starts anyway, answers that issuer's tokens with 503, and keeps retrying.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
@@ -345,11 +365,27 @@ impl TokenGateBuilder {
             issuers.push(issuer);
             refreshers.extend(refresher.map(Refresher::spawn));
         }
-        if self.policy.uses_mode(Mode::Introspect) {
-            tracing::warn!(
-                "a route is in mode `introspect` but no introspection endpoint is configured; it will answer 503"
-            );
-        }
+        let introspector = match self.introspection {
+            Some(config) => {
+                let audiences = issuers.iter().flat_map(|i| i.audiences.iter().cloned()).collect();
+                Some(build_introspector(config, &client, &clock, audiences).await?)
+            }
+            None => {
+                if self.policy.uses_mode(Mode::Introspect) {
+                    tracing::warn!(
+                        "a route is in mode `introspect` but no introspection endpoint is configured; it will answer 503"
+                    );
+                }
+                None
+            }
+        };
+        let revocations = self.revocations.unwrap_or_else(|| {
+            RevocationList::with_settings(
+                clock.clone(),
+                DEFAULT_REVOCATION_CAPACITY,
+                DEFAULT_MAX_TOKEN_LIFETIME,
+            )
+        });
         let realm: Arc<str> = Arc::from(self.realm.as_deref().unwrap_or(DEFAULT_REALM));
         let renderer = self.renderer.unwrap_or_else(|| Arc::new(JsonErrors));
         let gate = Gate {
@@ -358,6 +394,8 @@ impl TokenGateBuilder {
             max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
             clock,
             context: GateContext { realm, renderer },
+            introspector,
+            revocations,
             _refreshers: refreshers,
         };
         Ok(TokenGateLayer { gate: Arc::new(gate) })
@@ -522,6 +560,39 @@ async fn build_issuer(
         store,
     };
     Ok((verifier, refresher))
+}
+
+async fn build_introspector(
+    config: IntrospectionConfig,
+    client: &reqwest::Client,
+    clock: &SharedClock,
+    audiences: Vec<String>,
+) -> Result<Introspector, BuildError> {
+    let err = |why: &dyn fmt::Display| BuildError(format!("introspection: {why}"));
+    if config.client_id.is_empty() {
+        return Err(err(&"client_id is empty"));
+    }
+    let endpoint = match &config.endpoint {
+        EndpointSource::Url(url) => url.clone(),
+        EndpointSource::Discover(issuer) => {
+            let metadata = discovery::discover(
+                client,
+                issuer,
+                config.allow_http,
+                DEFAULT_MAX_DOCUMENT_BYTES,
+                DEFAULT_FETCH_TIMEOUT,
+            )
+            .await
+            .map_err(|e| err(&e))?;
+            metadata
+                .introspection_endpoint
+                .ok_or_else(|| err(&"the issuer's metadata has no introspection_endpoint"))?
+        }
+    };
+    let endpoint = fetch::check_url(&endpoint, config.allow_http).map_err(|e| err(&e))?;
+    let mut introspector = Introspector::new(config, endpoint, client.clone(), clock.clone());
+    introspector.set_default_audiences(audiences);
+    Ok(introspector)
 }
 
 fn parse_jwks(issuer: &str, document: &[u8]) -> Result<Vec<VerifyingKey>, BuildError> {

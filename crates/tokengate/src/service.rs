@@ -76,15 +76,15 @@ where
                     Err(error) => State::Refused { response: Some(self.gate.render(&error)) },
                 }
             }
-            // The token names a `kid` the issuer's keys lack: wait (bounded) for the refresh
-            // it triggers, then decide again. The only path that allocates a future.
-            Step::AwaitKeys(issuer) => {
+            // The decision needs to wait: for a key refresh (unknown `kid`) or introspection.
+            // The only path that allocates a future.
+            step => {
                 let gate = self.gate.clone();
                 State::Deferred {
                     future: Box::pin(async move {
-                        gate.await_keys(issuer).await;
-                        let decision =
-                            gate.decide_again(request.method(), request.uri().path(), request.headers());
+                        let decision = gate
+                            .resolve(request.method(), request.uri().path(), request.headers(), step)
+                            .await;
                         match decision.and_then(|authorized| admit(&gate, &mut request, authorized)) {
                             Ok(()) => Ok(ready.call(request)),
                             Err(error) => Err(gate.render(&error)),

@@ -94,7 +94,7 @@ pub(crate) async fn fetch_document(
 
 /// A short description of a transport error without the URL's query (which may carry
 /// credentials in badly configured deployments).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
@@ -169,6 +169,15 @@ pub(crate) async fn fetch_conditional(
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 256)
         .map(str::to_owned);
+    let body = read_capped(&mut response, max_bytes).await?;
+    Ok(Conditional::Document { body, etag, max_age })
+}
+
+/// Reads a response body, refusing it as soon as it exceeds `max_bytes`.
+pub(crate) async fn read_capped(
+    response: &mut reqwest::Response,
+    max_bytes: usize,
+) -> Result<Bytes, FetchError> {
     if response.content_length().is_some_and(|len| len > max_bytes as u64) {
         return Err(FetchError::TooLarge(max_bytes));
     }
@@ -179,7 +188,7 @@ pub(crate) async fn fetch_conditional(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Conditional::Document { body: body.freeze(), etag, max_age })
+    Ok(body.freeze())
 }
 
 /// `Cache-Control: max-age` in seconds; `no-cache`/`no-store` count as 0.

@@ -1,0 +1,435 @@
+//! Introspection (RFC 7662) for routes in mode `introspect`: the client, a result cache, request
+//! coalescing and a circuit breaker.
+//!
+//! - The cache is keyed by the SHA-256 of the token, never the token. An active result lives
+//!   min(`cache_ttl`, `exp` − now); an inactive one a short negative TTL; outages are never
+//!   cached. Expiry is judged by the [`Clock`](crate::clock::Clock), so tests move time.
+//! - Concurrent lookups of one token share one call (moka's `try_get_with`).
+//! - After N consecutive outages the breaker answers 503 at once for M seconds, then lets one
+//!   probe through.
+//!
+//! An active answer is still refused (treated as inactive) when its `exp` has passed, its
+//! `iss` is not the token's issuer, or its `aud` does not contain one of ours.
+
+mod breaker;
+mod client;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+pub use breaker::{BreakerState, DEFAULT_FAILURE_THRESHOLD, DEFAULT_OPEN_FOR};
+pub use client::{ClientAuth, Outage};
+
+use crate::clock::SharedClock;
+use crate::error::Rejection;
+use crate::jwt;
+use breaker::Breaker;
+
+/// Default timeout of one introspection call: 2 s. A gateway request waits for it, so it is
+/// short; an issuer slower than this is treated as down (503), not as a verdict.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default cap on an introspection response: 64 KiB, far above any real answer.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Default lifetime of a cached active result: 30 s, the revocation latency of introspected
+/// routes.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Default lifetime of a cached inactive result: 5 s, so a flood of one bad token costs one
+/// call per 5 s while a token that becomes valid is not refused for long.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// Default number of cached results: 100 000 (a few tens of MB).
+pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
+
+/// `Retry-After` on a single outage: 5 s.
+pub(crate) const OUTAGE_RETRY_AFTER_SECS: u64 = 5;
+
+/// A secret that never appears in `Debug` output.
+#[derive(Clone)]
+pub(crate) struct Secret(pub(crate) Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum EndpointSource {
+    Url(String),
+    Discover(String),
+}
+
+/// How to reach and use the introspection endpoint.
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    pub(crate) endpoint: EndpointSource,
+    pub(crate) issuer: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
+    pub(crate) auth: ClientAuth,
+    pub(crate) timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) capacity: u64,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_open_for: Duration,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) allow_http: bool,
+    pub(crate) accept_opaque: bool,
+}
+
+impl IntrospectionConfig {
+    /// Introspect at `endpoint`, authenticating as `client_id` with `client_secret`.
+    pub fn new(
+        endpoint: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Vec<u8>>,
+    ) -> Self {
+        Self::with_source(EndpointSource::Url(endpoint.into()), client_id.into(), client_secret.into())
+    }
+
+    /// Introspect at the `introspection_endpoint` of `issuer`'s metadata (OpenID Connect
+    /// discovery or RFC 8414), resolved when the layer is built.
+    pub fn discovered(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Vec<u8>>,
+    ) -> Self {
+        let issuer = issuer.into();
+        let mut config = Self::with_source(
+            EndpointSource::Discover(issuer.clone()),
+            client_id.into(),
+            client_secret.into(),
+        );
+        config.issuer = Some(issuer);
+        config
+    }
+
+    fn with_source(endpoint: EndpointSource, client_id: String, client_secret: Vec<u8>) -> Self {
+        Self {
+            endpoint,
+            issuer: None,
+            client_id,
+            client_secret: Secret(client_secret),
+            auth: ClientAuth::default(),
+            timeout: DEFAULT_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+            capacity: DEFAULT_CACHE_CAPACITY,
+            breaker_threshold: DEFAULT_FAILURE_THRESHOLD,
+            breaker_open_for: DEFAULT_OPEN_FOR,
+            audiences: Vec::new(),
+            allow_http: false,
+            accept_opaque: true,
+        }
+    }
+
+    /// The issuer this endpoint speaks for: an answer naming another `iss` is refused, and
+    /// opaque tokens are attributed to it.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Timeout of one call (default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Cap on the response size (default 64 KiB).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Lifetime of a cached active result (default 30 s; zero asks every time).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Lifetime of a cached inactive result (default 5 s).
+    pub fn negative_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Maximum number of cached results (default 100 000).
+    pub fn cache_capacity(mut self, entries: u64) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// Opens the breaker after `failures` consecutive outages, for `open_for` (defaults 5, 10 s).
+    pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.breaker_open_for = open_for;
+        self
+    }
+
+    /// Audiences an answer's `aud` must contain one of (default: every issuer's audiences).
+    pub fn audiences<I: IntoIterator<Item = T>, T: Into<String>>(mut self, audiences: I) -> Self {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Allows a plain-`http` endpoint on a non-loopback host (default `false`).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Whether opaque (non-JWT) tokens are accepted on `introspect` routes (default `true`).
+    pub fn accept_opaque(mut self, accept: bool) -> Self {
+        self.accept_opaque = accept;
+        self
+    }
+}
+
+/// Counters of the introspection client.
+#[derive(Debug, Default)]
+pub struct IntrospectionMetrics {
+    /// Calls made to the endpoint.
+    pub calls: AtomicU64,
+    /// Lookups answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Lookups the cache could not answer.
+    pub cache_misses: AtomicU64,
+    /// Lookups that waited for another request's call instead of making their own.
+    pub coalesced: AtomicU64,
+    /// Calls that ended in an outage (including refusals by the open breaker).
+    pub outages: AtomicU64,
+    /// Times the breaker opened.
+    pub breaker_opens: AtomicU64,
+}
+
+/// What the endpoint said about a token, after our own checks.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Verdict {
+    Active { members: Map<String, Value>, scopes: Option<Vec<String>> },
+    Inactive,
+}
+
+#[derive(Clone)]
+struct Cached {
+    verdict: Arc<Verdict>,
+    expires_at: i64,
+}
+
+/// The introspection client with its cache and breaker. Built by the layer builder.
+pub struct Introspector {
+    client: reqwest::Client,
+    endpoint: reqwest::Url,
+    config: IntrospectionConfig,
+    cache: moka::future::Cache<[u8; 32], Cached>,
+    breaker: Breaker,
+    metrics: IntrospectionMetrics,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for Introspector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Introspector")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("client_id", &self.config.client_id)
+            .field("client_secret", &self.config.client_secret)
+            .field("cache_entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl Introspector {
+    pub(crate) fn new(
+        config: IntrospectionConfig,
+        endpoint: reqwest::Url,
+        client: reqwest::Client,
+        clock: SharedClock,
+    ) -> Self {
+        // moka's own clock only bounds memory; validity is judged by our Clock on every read.
+        let real_ttl = config.cache_ttl.max(config.negative_ttl) + Duration::from_secs(1);
+        let cache =
+            moka::future::Cache::builder().max_capacity(config.capacity).time_to_live(real_ttl).build();
+        let breaker = Breaker::new(config.breaker_threshold, config.breaker_open_for);
+        Self { client, endpoint, config, cache, breaker, metrics: IntrospectionMetrics::default(), clock }
+    }
+
+    /// The endpoint in use.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_str()
+    }
+
+    /// The configured issuer, if any.
+    pub fn issuer(&self) -> Option<&str> {
+        self.config.issuer.as_deref()
+    }
+
+    /// Whether opaque tokens are accepted on `introspect` routes.
+    pub fn accepts_opaque(&self) -> bool {
+        self.config.accept_opaque
+    }
+
+    /// The client's counters.
+    pub fn metrics(&self) -> &IntrospectionMetrics {
+        &self.metrics
+    }
+
+    /// The breaker's current state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state(self.clock.now())
+    }
+
+    /// The number of cached results (approximate).
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// The verdict on `token`, from the cache or one (shared) call. `issuer` is the token's
+    /// issuer when known (a JWT); `token_exp` its `exp`, which caps the cache lifetime.
+    pub(crate) async fn check(
+        &self,
+        token: &str,
+        issuer: Option<&str>,
+        token_exp: Option<i64>,
+    ) -> Result<Arc<Verdict>, Outage> {
+        let key = token_hash(token);
+        if let Some(cached) = self.cache.get(&key).await {
+            if self.clock.now() < cached.expires_at {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(cached.verdict);
+            }
+            self.cache.invalidate(&key).await;
+        }
+        self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let called = AtomicBool::new(false);
+        let result = self
+            .cache
+            .try_get_with(key, async {
+                called.store(true, Ordering::Relaxed);
+                self.call(token, issuer, token_exp).await
+            })
+            .await;
+        if !called.load(Ordering::Relaxed) {
+            self.metrics.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        result.map(|cached| cached.verdict).map_err(|outage| (*outage).clone())
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        issuer: Option<&str>,
+        token_exp: Option<i64>,
+    ) -> Result<Cached, Outage> {
+        let permit = self.breaker.permit(self.clock.now()).map_err(|secs| {
+            self.metrics.outages.fetch_add(1, Ordering::Relaxed);
+            Outage::BreakerOpen(secs)
+        })?;
+        self.metrics.calls.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("introspect", endpoint = %self.endpoint);
+        let answer = client::call(
+            &self.client,
+            &self.endpoint,
+            self.config.auth,
+            &self.config.client_id,
+            &self.config.client_secret.0,
+            token,
+            self.config.timeout,
+            self.config.max_response_bytes,
+        )
+        .instrument(span)
+        .await;
+        let now = self.clock.now();
+        let interpreted = answer.and_then(|answer| self.interpret(answer, issuer.or(self.issuer()), now));
+        match interpreted {
+            Ok(verdict) => {
+                self.breaker.on_success();
+                let ttl = match &verdict {
+                    Verdict::Inactive => self.config.negative_ttl.as_secs() as i64,
+                    Verdict::Active { members, .. } => {
+                        let exp = members.get("exp").and_then(Value::as_i64).or(token_exp);
+                        let ttl = self.config.cache_ttl.as_secs() as i64;
+                        exp.map_or(ttl, |exp| ttl.min(exp.saturating_sub(now)))
+                    }
+                };
+                Ok(Cached { verdict: Arc::new(verdict), expires_at: now.saturating_add(ttl.max(0)) })
+            }
+            Err(outage) => {
+                self.metrics.outages.fetch_add(1, Ordering::Relaxed);
+                if self.breaker.on_outage(now, &permit) {
+                    self.metrics.breaker_opens.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(endpoint = %self.endpoint, error = %outage, "introspection circuit breaker opened");
+                } else {
+                    tracing::warn!(endpoint = %self.endpoint, error = %outage, "introspection failed");
+                }
+                Err(outage)
+            }
+        }
+    }
+
+    /// Our own checks on an answer: an active answer with a past `exp`, another `iss`, or an
+    /// `aud` without ours counts as inactive; malformed members are an outage.
+    fn interpret(&self, answer: client::Answer, issuer: Option<&str>, now: i64) -> Result<Verdict, Outage> {
+        if !answer.active {
+            return Ok(Verdict::Inactive);
+        }
+        let members = answer.members;
+        let invalid = |what: &str| Outage::Invalid(format!("\"{what}\" has the wrong type"));
+        match members.get("exp") {
+            None => {}
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|exp| exp <= now as f64) => {
+                return Ok(Verdict::Inactive);
+            }
+            Some(Value::Number(_)) => {}
+            Some(_) => return Err(invalid("exp")),
+        }
+        match (members.get("iss"), issuer) {
+            (None, _) | (Some(Value::String(_)), None) => {}
+            (Some(Value::String(iss)), Some(expected)) if iss == expected => {}
+            (Some(Value::String(_)), Some(_)) => return Ok(Verdict::Inactive),
+            (Some(_), _) => return Err(invalid("iss")),
+        }
+        if let Some(aud) = members.get("aud") {
+            match jwt::check_audience(Some(aud), &self.config.audiences) {
+                Ok(()) => {}
+                Err(Rejection::WrongAudience) => return Ok(Verdict::Inactive),
+                Err(_) => return Err(invalid("aud")),
+            }
+        }
+        let scopes = match members.get("scope") {
+            None => None,
+            Some(_) => Some(jwt::scopes(&members).map_err(|_| invalid("scope"))?),
+        };
+        Ok(Verdict::Active { members, scopes })
+    }
+
+    pub(crate) fn set_default_audiences(&mut self, audiences: Vec<String>) {
+        if self.config.audiences.is_empty() {
+            self.config.audiences = audiences;
+        }
+    }
+}
+
+/// SHA-256 of a token: the cache key, so the cache never holds a token.
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
+    let digest = aws_lc::digest::digest(&aws_lc::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
