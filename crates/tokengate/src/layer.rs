@@ -461,6 +461,7 @@ async fn build_issuer(
             }
         }
     }
+    let static_kidless = static_keys.iter().any(|k| k.kid().is_none() && !k.kind().is_symmetric());
     if static_keys.is_empty() && remote.is_none() {
         return Err(err(&"no keys configured (a JWKS, a JWKS URL, discovery, a PEM key or an HMAC secret)"));
     }
@@ -539,6 +540,13 @@ async fn build_issuer(
     };
 
     let keys = store.snapshot();
+    // A configured key without `kid` is only ever tried when no key has one (RFC 7517 §4.5
+    // lookup is by `kid`): next to keys with kids it would be dead configuration.
+    if static_kidless && keys.has_kids() {
+        return Err(err(
+            &"a configured key has no kid while other keys do, so it would never be used; give it a kid",
+        ));
+    }
     if !keys.is_empty() {
         if !config.algorithms.iter().any(|&alg| keys.supports(alg)) {
             return Err(err(&"no key can verify any of the configured algorithms"));

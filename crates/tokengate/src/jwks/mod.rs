@@ -286,6 +286,11 @@ impl KeySet {
             .filter(move |k| k.fits(alg))
     }
 
+    /// Whether any key of the set carries a `kid` (then keys without one are never tried).
+    pub fn has_kids(&self) -> bool {
+        self.any_kid
+    }
+
     /// Whether any key carries this `kid`.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.by_kid.contains_key(kid)
