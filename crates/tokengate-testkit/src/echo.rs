@@ -22,6 +22,9 @@ pub struct RecordedRequest {
     pub query: Option<String>,
     /// Every header in arrival order, names lower-case; non-UTF-8 values are converted lossily.
     pub headers: Vec<(String, String)>,
+    /// How many body bytes arrived (the body is read to its end before the answer, so a proxy
+    /// in front never sees its upload cut off by an early response).
+    pub body_len: usize,
 }
 
 impl RecordedRequest {
@@ -99,6 +102,9 @@ impl EchoUpstream {
     }
 }
 
+/// The largest body the echo upstream reads: 64 MiB, well above what any test uploads.
+const MAX_RECORDED_BODY: usize = 64 * 1024 * 1024;
+
 fn lock(recorded: &Mutex<Vec<RecordedRequest>>) -> MutexGuard<'_, Vec<RecordedRequest>> {
     recorded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -111,12 +117,16 @@ async fn echo(State(recorded): State<Arc<Mutex<Vec<RecordedRequest>>>>, request:
             (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
         })
         .collect();
-    let recorded_request = RecordedRequest {
-        method: request.method().as_str().to_owned(),
-        path: request.uri().path().to_owned(),
-        query: request.uri().query().map(str::to_owned),
-        headers,
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    // Read the whole body: answering before it is consumed makes the server close a connection
+    // with unread bytes, which resets it under the client's upload.
+    let body_len = match axum::body::to_bytes(request.into_body(), MAX_RECORDED_BODY).await {
+        Ok(bytes) => bytes.len(),
+        Err(_) => return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response(),
     };
+    let recorded_request = RecordedRequest { method, path, query, headers, body_len };
 
     let mut header_map = Map::new();
     for (name, value) in &recorded_request.headers {
@@ -135,6 +145,7 @@ async fn echo(State(recorded): State<Arc<Mutex<Vec<RecordedRequest>>>>, request:
         "path": recorded_request.path,
         "query": recorded_request.query,
         "headers": header_map,
+        "body_len": recorded_request.body_len,
     });
     lock(&recorded).push(recorded_request);
     axum::Json(body).into_response()

@@ -1,0 +1,554 @@
+//! The reverse proxy, driven through the built binary: decisions, what the upstream receives,
+//! upstream failures, limits, cookies, the admin API, metrics and graceful shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Gateway, free_port, introspection_toml, issuer_toml};
+use tokengate_testkit::{EchoUpstream, Issuer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+const ADMIN_SECRET: &str = "test-admin-secret-0123456789";
+
+fn config(issuer: &Issuer, upstream: &str, extra: &str) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+upstream = "{upstream}"
+admin_token_env = "TG_TEST_ADMIN"
+{extra}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[identity]
+subject = "X-User"
+scopes = "X-Scopes"
+client_id = "X-Client-Id"
+claims = {{ email = "X-Email" }}
+
+{issuer}
+{introspection}
+
+[[routes]]
+path = "/public/*"
+mode = "public"
+
+[[routes]]
+path = "/admin/*"
+methods = ["POST", "DELETE"]
+mode = "introspect"
+scopes = ["admin"]
+
+[[routes]]
+path = "/api/*"
+mode = "local"
+scopes = ["read"]
+"#,
+        issuer = issuer_toml(issuer),
+        introspection = introspection_toml(issuer),
+    )
+}
+
+async fn start(issuer: &Issuer, upstream: &str, extra: &str) -> Gateway {
+    Gateway::start(&config(issuer, upstream, extra), &[("TG_TEST_ADMIN", ADMIN_SECRET)]).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allows_and_refuses_like_the_library() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    let client = reqwest::Client::new();
+    let good = issuer.token().scope("read").sign();
+
+    let r = client
+        .get(format!("{}/api/items", gw.url()))
+        .header("authorization", bearer(&good))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let r = client.get(format!("{}/api/items", gw.url())).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"tokengate\"");
+
+    let expired = issuer.token().scope("read").expires_in(-120).sign();
+    let r = client
+        .get(format!("{}/api/items", gw.url()))
+        .header("authorization", bearer(&expired))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+
+    let no_scope = issuer.token().scope("write").sign();
+    let r = client
+        .get(format!("{}/api/items", gw.url()))
+        .header("authorization", bearer(&no_scope))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+
+    let r = client.get(format!("{}/public/x", gw.url())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Introspected route: allowed, then refused once the issuer revokes the token.
+    let admin = issuer.token().scope("admin").sign();
+    let url = format!("{}/admin/users", gw.url());
+    assert_eq!(client.post(&url).header("authorization", bearer(&admin)).send().await.unwrap().status(), 200);
+    issuer.revoke_token(&admin);
+    assert_eq!(client.post(&url).header("authorization", bearer(&admin)).send().await.unwrap().status(), 401);
+
+    // Ambiguous paths never reach the upstream.
+    let before = upstream.count();
+    let r = client
+        .get(format!("{}/api/a%2Fb", gw.url()))
+        .header("authorization", bearer(&good))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(upstream.count(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstream_sees_identity_and_clean_headers() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    let token =
+        issuer.token().sub("alice").scope("read write").claim("email", "alice@example.com".into()).sign();
+
+    // A raw HTTP/1.1 request, so hop-by-hop headers and duplicates go out exactly as written.
+    let request = format!(
+        "GET /api/./x//y/../items?b=2&a=1 HTTP/1.1\r\n\
+         Host: api.example.test\r\n\
+         Authorization: Bearer {token}\r\n\
+         X-User: mallory\r\n\
+         x-user: mallory-again\r\n\
+         X-Scopes: admin\r\n\
+         X-Email: mallory@example.com\r\n\
+         X-Original-URI: /admin/secret\r\n\
+         X-HTTP-Method-Override: DELETE\r\n\
+         X-Forwarded-Method: DELETE\r\n\
+         X-Forwarded-For: 203.0.113.7\r\n\
+         X-Forwarded-Host: evil.example\r\n\
+         Connection: keep-alive, X-Hop\r\n\
+         X-Hop: secret-hop\r\n\
+         Keep-Alive: timeout=5\r\n\
+         TE: trailers\r\n\
+         Proxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+         Content-Length: 0\r\n\
+         \r\n"
+    );
+    let response = raw_exchange(gw.listen, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let seen = upstream.requests().pop().expect("the upstream got the request");
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.path, "/api/x/items", "the normalised path is forwarded");
+    assert_eq!(seen.query.as_deref(), Some("b=2&a=1"));
+    let all = |name: &str| {
+        seen.headers.iter().filter(|(h, _)| h == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>()
+    };
+    assert_eq!(all("x-user"), ["alice"]);
+    assert_eq!(all("x-scopes"), ["read write"]);
+    assert_eq!(all("x-client-id"), ["client-1"]);
+    assert_eq!(all("x-email"), ["alice@example.com"]);
+    for gone in [
+        "authorization",
+        "x-original-uri",
+        "x-http-method-override",
+        "x-forwarded-method",
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+    ] {
+        assert!(all(gone).is_empty(), "{gone} reached the upstream: {:?}", seen.headers);
+    }
+    assert_eq!(all("x-forwarded-for"), ["203.0.113.7, 127.0.0.1"]);
+    assert_eq!(all("x-forwarded-host"), ["api.example.test"]);
+    assert_eq!(all("x-forwarded-proto"), ["http"]);
+    assert_eq!(all("host"), [upstream.addr().to_string().as_str()]);
+
+    // On a public route too, inbound identity headers never pass.
+    let r = reqwest::Client::new()
+        .get(format!("{}/public/p", gw.url()))
+        .header("x-user", "root")
+        .header("x-scopes", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(seen.header("x-user"), None);
+    assert_eq!(seen.header("x-scopes"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_is_forwarded_only_when_configured_and_http2_works() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "forward_authorization = true").await;
+    let token = issuer.token().scope("read").sign();
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = client
+        .get(format!("{}/api/h2", gw.url()))
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(seen.header("authorization"), Some(bearer(&token).as_str()));
+    assert_eq!(seen.path, "/api/h2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_bodies_stream_through() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    let token = issuer.token().scope("read").sign();
+    let body = vec![b'x'; 3 * 1024 * 1024];
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/upload", gw.url()))
+        .header("authorization", bearer(&token))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.header("content-length"), Some("3145728"));
+    assert_eq!(seen.body_len, 3 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_upstream_is_502_and_hanging_upstream_is_504() {
+    let issuer = Issuer::start().await;
+    let token = issuer.token().scope("read").sign();
+    let client = reqwest::Client::new();
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gw = start(&issuer, &dead, "").await;
+    let r = client
+        .get(format!("{}/api/x", gw.url()))
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_gateway");
+    drop(gw);
+
+    // An upstream that accepts and reads but never answers.
+    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hanging.accept().await {
+            held.push(stream);
+        }
+    });
+    let gw = start(&issuer, &hanging_url, "[timeouts]\nupstream_response = \"300ms\"").await;
+    let r = client
+        .get(format!("{}/api/x", gw.url()))
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "gateway_timeout");
+
+    let metrics =
+        client.get(format!("{}/metrics", gw.admin_url())).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("tokengate_requests_total{class=\"5xx\",reason=\"upstream_timeout\"} 1"),
+        "{metrics}"
+    );
+    holder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_oversized_request_heads_are_cut_off() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "max_header_bytes = 16384\n[timeouts]\nheader_read = \"300ms\"")
+        .await;
+
+    // Slowloris: half a request head, then silence. The gateway must close the connection.
+    let mut stream = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    stream.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the connection was held open");
+
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/x", gw.url()))
+        .header("x-big", "a".repeat(20 * 1024))
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect(), "{e}"),
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookie_tokens_and_csrf() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let extra = "[cookies]\nname = \"tg_session\"\nallowed_origins = [\"https://app.example.com\"]";
+    let gw = start(&issuer, &upstream.url(), extra).await;
+    let token = issuer.token().scope("read").sign();
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/items", gw.url());
+    let cookie = format!("theme=dark; tg_session={token}");
+
+    let r = client.get(&url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(seen.header("x-user"), Some("user-1"));
+    assert_eq!(seen.header("cookie"), Some("theme=dark"), "the token cookie is not forwarded");
+
+    let r = client.post(&url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "csrf");
+
+    let r = client
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A header token needs no origin check; a doubled cookie is refused.
+    let r = client.post(&url).header("authorization", bearer(&token)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r =
+        client.get(&url).header("cookie", format!("tg_session={token}; tg_session=x")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_health_metrics_and_revocations() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    let client = reqwest::Client::new();
+    let admin = gw.admin_url();
+
+    assert_eq!(client.get(format!("{admin}/healthz")).send().await.unwrap().status(), 200);
+    let ready: serde_json::Value =
+        client.get(format!("{admin}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["issuers"][0]["issuer"], issuer.url());
+    assert_eq!(ready["issuers"][0]["stale"], false);
+
+    let token = issuer.token().scope("read admin").sign();
+    let api = format!("{}/api/x", gw.url());
+    assert_eq!(client.get(&api).header("authorization", bearer(&token)).send().await.unwrap().status(), 200);
+    let admin_route = format!("{}/admin/x", gw.url());
+    assert_eq!(
+        client.post(&admin_route).header("authorization", bearer(&token)).send().await.unwrap().status(),
+        200
+    );
+
+    let revocations = format!("{admin}/revocations");
+    let body = serde_json::json!({"kind": "token", "token": token});
+    assert_eq!(client.post(&revocations).json(&body).send().await.unwrap().status(), 401);
+    let wrong =
+        client.post(&revocations).header("authorization", "Bearer nope").json(&body).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let r = client
+        .post(&revocations)
+        .header("authorization", bearer(ADMIN_SECRET))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Immediate, on the local route too.
+    assert_eq!(client.get(&api).header("authorization", bearer(&token)).send().await.unwrap().status(), 401);
+    let list: serde_json::Value = client
+        .get(&revocations)
+        .header("authorization", bearer(ADMIN_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["revocations"][0]["kind"], "token");
+    assert_eq!(list["revocations"][0]["issuer"], issuer.url());
+
+    // By subject.
+    let other = issuer.token().sub("bob").scope("read").sign();
+    assert_eq!(client.get(&api).header("authorization", bearer(&other)).send().await.unwrap().status(), 200);
+    let body = serde_json::json!({"kind": "subject", "issuer": issuer.url(), "subject": "bob"});
+    let r = client
+        .post(&revocations)
+        .header("authorization", bearer(ADMIN_SECRET))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(client.get(&api).header("authorization", bearer(&other)).send().await.unwrap().status(), 401);
+
+    let metrics = client.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    for expected in [
+        "tokengate_requests_total{class=\"2xx\",reason=\"allowed\"} 3",
+        "tokengate_requests_total{class=\"4xx\",reason=\"invalid_token\"} 2",
+        "tokengate_request_duration_seconds_bucket{le=\"+Inf\"} 5",
+        "tokengate_request_duration_seconds_count 5",
+        &format!("tokengate_jwks_fetches_total{{issuer=\"{}\"}} 1", issuer.url()),
+        &format!("tokengate_jwks_fetch_failures_total{{issuer=\"{}\"}} 0", issuer.url()),
+        "tokengate_introspection_calls_total 1",
+        "tokengate_introspection_cache_misses_total",
+        "tokengate_introspection_breaker_state 0",
+        "tokengate_revocations 2",
+        "# TYPE tokengate_request_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected:?} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_api_is_absent_without_a_secret() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let text = config(&issuer, &upstream.url(), "").replace("admin_token_env = \"TG_TEST_ADMIN\"", "");
+    let gw = Gateway::start(&text, &[]).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/revocations", gw.admin_url()))
+        .header("authorization", bearer(ADMIN_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_requests_in_flight() {
+    let issuer = Issuer::start().await;
+    // An upstream that answers only when the test says so.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    let arrived = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (a, r) = (arrived.clone(), release.clone());
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        a.notify_one();
+        r.notified().await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone")
+            .await
+            .unwrap();
+    });
+
+    let mut gw = start(&issuer, &upstream_url, "[timeouts]\nshutdown_grace = \"20s\"").await;
+    let token = issuer.token().scope("read").sign();
+    let url = format!("{}/api/slow", gw.url());
+    let in_flight = tokio::spawn(async move {
+        let r = reqwest::Client::new().get(url).header("authorization", bearer(&token)).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    });
+    arrived.notified().await;
+    gw.terminate();
+
+    // New connections are refused once the listener is closed (bounded poll).
+    let mut refused = false;
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(gw.listen).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the gateway kept accepting after SIGTERM");
+
+    release.notify_one();
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "done");
+    assert!(gw.wait_exit().await.success());
+    server.await.unwrap();
+}
+
+/// Sends `request` on a fresh connection and reads the response head and what follows until
+/// the body's declared length (or the connection closes).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok());
+            if length.is_some_and(|len| body.len() >= len) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
