@@ -1,0 +1,1120 @@
+//! The configuration file: TOML in, a checked [`Settings`] out.
+//!
+//! Two passes. [`parse`] reads the text into the file's shape ([`FileConfig`]) with
+//! `deny_unknown_fields` everywhere, through `serde_path_to_error`, so a wrong type, an unknown
+//! key or a bad value is reported with its key path (`issuers[0].algorithms[1]: ...`).
+//! [`FileConfig::resolve`] then checks what one key alone cannot say (at least one issuer, a
+//! secret given exactly once, a route pattern the policy accepts, an `introspect` route with
+//! no `[introspection]`), reads secrets from the environment, and builds the library's
+//! configuration values. Nothing here touches the network: `--check-config` stops after
+//! [`FileConfig::resolve`]; key sets are fetched when the layer is built.
+//!
+//! Durations are strings with a unit (`"250ms"`, `"5s"`, `"2m"`, `"1h"`), parsed by
+//! [`parse_duration`]: digits then one unit, nothing else.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::{Method, Uri};
+use serde::{Deserialize, Deserializer};
+use tokengate::policy::{Mode, Requirement, RoutePolicy, Rule};
+use tokengate::{Algorithm, ClientAuth, IntrospectionConfig, IssuerConfig};
+
+/// Default time to establish a connection to the upstream: 5 s; a healthy upstream on a LAN
+/// connects in milliseconds, and a dead one should fail fast with 502.
+pub const DEFAULT_UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
+/// Default time the upstream has to start answering (status and headers): 30 s, nginx's
+/// `proxy_read_timeout` order of magnitude.
+pub const DEFAULT_UPSTREAM_RESPONSE: Duration = Duration::from_secs(30);
+/// Default time a client has to send a complete request head: 10 s, so slow-header clients
+/// cannot hold connections open (Slowloris).
+pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
+/// Default time in-flight requests get to finish after SIGTERM or ctrl-c: 10 s, below
+/// Kubernetes' default 30 s termination grace period.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default cap on a request head (request line and headers): 32 KiB, nginx's default
+/// `large_client_header_buffers` (4 × 8 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper refuses a connection read buffer below 8 KiB.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Headers the gateway must own: identity mappings may not name them.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// A configuration problem, naming the key path and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn at(path: impl fmt::Display, why: impl fmt::Display) -> Self {
+        Self(format!("{path}: {why}"))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A secret that never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    #[cfg(test)]
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file's shape.
+
+/// The configuration file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the proxy or forward-auth endpoint listens, `host:port`.
+    pub listen: SocketAddr,
+    /// `proxy` (default) or `forward_auth`.
+    #[serde(default)]
+    pub mode: FrontendMode,
+    /// The upstream base URL, `http://host:port` (proxy mode only).
+    pub upstream: Option<UpstreamUrl>,
+    /// The trusted issuers (at least one).
+    pub issuers: Vec<IssuerFile>,
+    /// The introspection endpoint for `introspect` routes.
+    pub introspection: Option<IntrospectionFile>,
+    /// Route rules, first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    /// The mode of requests no rule matches (default `local`).
+    pub default_mode: Option<ModeName>,
+    /// The `WWW-Authenticate` realm.
+    pub realm: Option<String>,
+    /// The admin listener.
+    pub admin: Option<AdminFile>,
+    /// The environment variable holding the admin API's bearer secret.
+    pub admin_token_env: Option<String>,
+    /// Identity headers sent upstream (or answered in forward-auth mode).
+    #[serde(default)]
+    pub identity: IdentityFile,
+    /// Whether the `Authorization` header (and a token cookie) reaches the upstream (default
+    /// `false`, as Envoy's `jwt_authn`: the upstream gets the identity headers instead).
+    #[serde(default)]
+    pub forward_authorization: bool,
+    /// Tokens in cookies.
+    pub cookies: Option<CookiesFile>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    /// Cap on a request head, in bytes (default 32 KiB, at least 8 KiB).
+    pub max_header_bytes: Option<usize>,
+    /// Cap on a token, in bytes (default 8 KiB).
+    pub max_token_bytes: Option<usize>,
+    /// Refuse to start when an issuer's keys cannot be loaded (default `true`); `false`
+    /// starts anyway, not ready, and keeps retrying.
+    pub fail_fast: Option<bool>,
+}
+
+/// How the gateway fronts requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrontendMode {
+    /// A reverse proxy in front of `upstream`.
+    #[default]
+    Proxy,
+    /// An authorization endpoint for nginx, Traefik, Caddy, Envoy.
+    ForwardAuth,
+}
+
+/// One `[[issuers]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// The JWKS URL; absent: discovery at `issuer + /.well-known/openid-configuration`.
+    pub jwks_uri: Option<String>,
+    /// Accepted audiences (at least one).
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms (at least one).
+    pub algorithms: Vec<AlgorithmName>,
+    /// Clock-skew leeway (default 30 s, at most 5 min).
+    pub leeway: Option<DurationValue>,
+    /// Required header `typ`, e.g. `at+jwt`.
+    pub require_type: Option<String>,
+    /// Allow plain-`http` key URLs on non-loopback hosts (default `false`).
+    pub allow_http: Option<bool>,
+    /// Refuse this issuer's tokens with 503 once its keys are older than this.
+    pub max_staleness: Option<DurationValue>,
+}
+
+/// The `[introspection]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionFile {
+    /// The RFC 7662 endpoint.
+    pub endpoint: String,
+    /// Our client id at the endpoint.
+    pub client_id: String,
+    /// The client secret, inline.
+    pub client_secret: Option<String>,
+    /// The environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// Seconds an active answer is cached (default 30; 0 asks every time).
+    pub cache_ttl_secs: Option<u64>,
+    /// Seconds an inactive answer is cached (default 5).
+    pub negative_cache_ttl_secs: Option<u64>,
+    /// Timeout of one call (default 2 s).
+    pub timeout: Option<DurationValue>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    pub client_auth: Option<ClientAuthName>,
+    /// The issuer this endpoint speaks for.
+    pub issuer: Option<String>,
+    /// Allow a plain-`http` endpoint on a non-loopback host (default `false`).
+    pub allow_http: Option<bool>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// The path pattern (`/health`, `/admin/*`, `/users/{id}`).
+    pub path: String,
+    /// Methods the rule covers (absent: every method).
+    pub methods: Option<Vec<MethodName>>,
+    /// The mode (default `local`).
+    pub mode: Option<ModeName>,
+    /// Scopes the token must carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// The `[admin]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Where the admin listener listens.
+    pub listen: SocketAddr,
+}
+
+/// The `[identity]` table: which headers carry the caller to the upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// Header for `sub`.
+    pub subject: Option<HeaderNameValue>,
+    /// Header for the scopes, space-separated.
+    pub scopes: Option<HeaderNameValue>,
+    /// Header for the client id.
+    pub client_id: Option<HeaderNameValue>,
+    /// Header for the issuer.
+    pub issuer: Option<HeaderNameValue>,
+    /// Claim name → header.
+    #[serde(default)]
+    pub claims: BTreeMap<String, HeaderNameValue>,
+}
+
+/// The `[cookies]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookiesFile {
+    /// The cookie holding the token.
+    pub name: String,
+    /// Origins allowed to send unsafe requests authenticated by the cookie.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// The `[timeouts]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Connecting to the upstream (→ 502).
+    pub upstream_connect: Option<DurationValue>,
+    /// The upstream's status and headers (→ 504).
+    pub upstream_response: Option<DurationValue>,
+    /// A client's complete request head.
+    pub header_read: Option<DurationValue>,
+    /// In-flight requests after SIGTERM / ctrl-c.
+    pub shutdown_grace: Option<DurationValue>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values that check themselves while deserialising, so their errors carry the key path.
+
+/// A duration written with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = StringOrOther::deserialize(d)?;
+        let text = text.0.ok_or_else(|| {
+            serde::de::Error::custom(r#"expected a duration string with a unit, like "250ms", "5s" or "2m""#)
+        })?;
+        parse_duration(&text).map(DurationValue).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string, or a note that the value was something else (for a friendlier message than
+/// serde's "invalid type").
+struct StringOrOther(Option<String>);
+
+impl<'de> Deserialize<'de> for StringOrOther {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StringOrOther;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v.to_owned())))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"`: ASCII digits, then exactly one unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let bad = || {
+        format!(
+            r#"invalid duration {text:?}: expected digits and a unit (ms, s, m, h), like "250ms", "5s" or "2m""#
+        )
+    };
+    if digits.is_empty() || digits.len() > 12 {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// A signature algorithm name (`RS256`, `ES256`, `EdDSA`, …).
+#[derive(Debug, Clone, Copy)]
+pub struct AlgorithmName(pub Algorithm);
+
+impl<'de> Deserialize<'de> for AlgorithmName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse::<Algorithm>().map(AlgorithmName).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown algorithm {name:?}: expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512"
+            ))
+        })
+    }
+}
+
+/// A route mode name.
+#[derive(Debug, Clone, Copy)]
+pub struct ModeName(pub Mode);
+
+impl<'de> Deserialize<'de> for ModeName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse::<Mode>().map(ModeName).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An HTTP method, upper-case as on the wire.
+#[derive(Debug, Clone)]
+pub struct MethodName(pub Method);
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        // Methods are case-sensitive (RFC 9110 §9.1): "get" would be another method that no
+        // client sends, silently leaving GET unmatched.
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid method {name:?}: write it upper-case, like \"POST\""
+            )));
+        }
+        Method::from_bytes(name.as_bytes())
+            .map(MethodName)
+            .map_err(|_| serde::de::Error::custom(format!("invalid method {name:?}")))
+    }
+}
+
+/// `client_secret_basic` or `client_secret_post`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAuthName(pub ClientAuth);
+
+impl<'de> Deserialize<'de> for ClientAuthName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "client_secret_basic" => Ok(ClientAuthName(ClientAuth::ClientSecretBasic)),
+            "client_secret_post" => Ok(ClientAuthName(ClientAuth::ClientSecretPost)),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown client_auth {other:?}: expected client_secret_basic or client_secret_post"
+            ))),
+        }
+    }
+}
+
+/// A header name the gateway may set for the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNameValue(pub HeaderName);
+
+impl<'de> Deserialize<'de> for HeaderNameValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| serde::de::Error::custom(format!("{name:?} is not a valid header name")))?;
+        if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("proxy-") {
+            return Err(serde::de::Error::custom(format!(
+                "{name:?} is a header the gateway manages itself; choose another name, like \"X-User\""
+            )));
+        }
+        Ok(HeaderNameValue(header))
+    }
+}
+
+/// The upstream base URL: `http://host[:port]`, no path, query or user info.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// `host:port`, for the `Host` header and the connection.
+    pub authority: http::uri::Authority,
+}
+
+impl UpstreamUrl {
+    /// `http://host:port`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_upstream(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_upstream(text: &str) -> Result<UpstreamUrl, String> {
+    let uri: Uri = text.parse().map_err(|_| format!("{text:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{text:?}: https upstreams are not supported yet; put the upstream on http on a private network, or terminate TLS in front of it"
+            ));
+        }
+        _ => return Err(format!("{text:?}: expected http://host:port")),
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| format!("{text:?}: expected http://host:port"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("{text:?}: user info in the upstream URL is not supported"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{text:?}: the upstream URL must not have a path or query; requests keep their own path"
+        ));
+    }
+    Ok(UpstreamUrl { authority })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing.
+
+/// Parses the text of a configuration file. Errors name the key path.
+pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    // Syntax first: toml's own message says the line and column.
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {}", e.to_string().trim_end())))?;
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        describe(&path, &e.inner().to_string())
+    })
+}
+
+/// Turns serde's messages into `path: why`, naming the key itself for missing and unknown
+/// keys (serde reports those at the enclosing table).
+fn describe(path: &str, message: &str) -> ConfigError {
+    // toml appends "in `table`" on further lines: the path says it better.
+    let message = message.lines().next().unwrap_or_default().trim_end();
+    let join =
+        |key: &str| if path == "." || path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+    let quoted = |rest: &str| {
+        rest.strip_prefix('`')
+            .and_then(|r| r.split_once('`'))
+            .map(|(k, tail)| (k.to_owned(), tail.to_owned()))
+    };
+    if let Some((key, _)) = message.strip_prefix("missing field ").and_then(quoted) {
+        return ConfigError::at(join(&key), "missing");
+    }
+    if let Some((key, tail)) = message.strip_prefix("unknown field ").and_then(quoted) {
+        // The path already ends with the unknown key.
+        let at = if path.ends_with(&key) { path.to_owned() } else { join(&key) };
+        let expected = tail.trim_start_matches(", ");
+        return ConfigError::at(at, format!("unknown key ({expected})"));
+    }
+    if let Some((key, tail)) = message.strip_prefix("unknown variant ").and_then(quoted) {
+        let expected = tail.trim_start_matches(", ");
+        return ConfigError::at(
+            if path.is_empty() { ".".to_owned() } else { path.to_owned() },
+            format!("unknown value {key:?} ({expected})"),
+        );
+    }
+    let path = if path.is_empty() || path == "." { "(top level)" } else { path };
+    ConfigError::at(path, message)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolving: the checks across keys, secrets from the environment, library values.
+
+/// Where an environment variable's value comes from; tests and the demo pass a map.
+pub trait Environment {
+    /// The variable's value, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Everything the gateway needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The main listener's address.
+    pub listen: SocketAddr,
+    /// Proxy or forward-auth.
+    pub frontend: Frontend,
+    /// The admin listener, if any.
+    pub admin: Option<AdminSettings>,
+    /// Identity headers.
+    pub identity: IdentitySettings,
+    /// Whether `Authorization` (and a token cookie) reaches the upstream.
+    pub forward_authorization: bool,
+    /// Tokens in cookies, if enabled.
+    pub cookies: Option<CookieSettings>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Cap on a request head.
+    pub max_header_bytes: usize,
+    /// What builds the library's layer.
+    pub gate: GateSettings,
+}
+
+/// Proxy or forward-auth, with what each needs.
+#[derive(Debug, Clone)]
+pub enum Frontend {
+    /// Reverse proxy to this upstream.
+    Proxy {
+        /// The upstream.
+        upstream: UpstreamUrl,
+    },
+    /// Forward-auth endpoint.
+    ForwardAuth,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Its address.
+    pub listen: SocketAddr,
+    /// The bearer secret of the revocation API; `None` disables it.
+    pub token: Option<Secret>,
+}
+
+/// Identity header names.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySettings {
+    /// `sub`.
+    pub subject: Option<HeaderName>,
+    /// Scopes, space-separated.
+    pub scopes: Option<HeaderName>,
+    /// Client id.
+    pub client_id: Option<HeaderName>,
+    /// Issuer.
+    pub issuer: Option<HeaderName>,
+    /// Claim → header.
+    pub claims: Vec<(String, HeaderName)>,
+}
+
+impl IdentitySettings {
+    /// Every configured header name.
+    pub fn header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.subject, &self.scopes, &self.client_id, &self.issuer]
+            .into_iter()
+            .flatten()
+            .chain(self.claims.iter().map(|(_, h)| h))
+    }
+}
+
+/// Tokens in cookies.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// The cookie's name.
+    pub name: String,
+    /// Origins (`scheme://host[:port]`, lower-case) allowed to send unsafe requests.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Timeouts, all set.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Connecting to the upstream.
+    pub upstream_connect: Duration,
+    /// The upstream's response head.
+    pub upstream_response: Duration,
+    /// A client's request head.
+    pub header_read: Duration,
+    /// Graceful shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// The library's configuration.
+#[derive(Debug, Clone)]
+pub struct GateSettings {
+    /// Issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Routes.
+    pub policy: RoutePolicy,
+    /// Introspection.
+    pub introspection: Option<IntrospectionConfig>,
+    /// Realm.
+    pub realm: Option<String>,
+    /// Token size cap.
+    pub max_token_bytes: Option<usize>,
+    /// Fail when keys cannot be loaded at start.
+    pub fail_fast: bool,
+    /// Issuer identifiers, for messages.
+    pub issuer_names: Vec<String>,
+    /// The number of route rules, for messages.
+    pub routes: usize,
+}
+
+impl GateSettings {
+    /// Builds the layer: fetches every issuer's keys (unless `fail_fast` is off) and resolves
+    /// discovery.
+    pub async fn build(&self) -> Result<tokengate::TokenGateLayer, tokengate::BuildError> {
+        let mut builder =
+            tokengate::TokenGateLayer::builder().policy(self.policy.clone()).fail_fast(self.fail_fast);
+        for issuer in &self.issuers {
+            builder = builder.issuer(issuer.clone());
+        }
+        if let Some(introspection) = &self.introspection {
+            builder = builder.introspection(introspection.clone());
+        }
+        if let Some(realm) = &self.realm {
+            builder = builder.realm(realm.clone());
+        }
+        if let Some(max) = self.max_token_bytes {
+            builder = builder.max_token_bytes(max);
+        }
+        builder.build().await
+    }
+}
+
+impl FileConfig {
+    /// Checks what single keys cannot, reads secrets from `env`, and builds [`Settings`].
+    pub fn resolve(self, env: &dyn Environment) -> Result<Settings, ConfigError> {
+        let frontend = match (self.mode, self.upstream) {
+            (FrontendMode::Proxy, Some(upstream)) => Frontend::Proxy { upstream },
+            (FrontendMode::Proxy, None) => {
+                return Err(ConfigError::at(
+                    "upstream",
+                    "missing (required when mode = \"proxy\", the default)",
+                ));
+            }
+            (FrontendMode::ForwardAuth, None) => Frontend::ForwardAuth,
+            (FrontendMode::ForwardAuth, Some(_)) => {
+                return Err(ConfigError::at(
+                    "upstream",
+                    "not used when mode = \"forward_auth\" (the calling proxy forwards the request); remove it",
+                ));
+            }
+        };
+
+        if self.issuers.is_empty() {
+            return Err(ConfigError::at("issuers", "at least one [[issuers]] entry is required"));
+        }
+        let mut issuers = Vec::with_capacity(self.issuers.len());
+        let mut issuer_names = Vec::new();
+        for (i, file) in self.issuers.into_iter().enumerate() {
+            let at = |key: &str| format!("issuers[{i}].{key}");
+            if file.issuer.is_empty() {
+                return Err(ConfigError::at(at("issuer"), "empty"));
+            }
+            if issuer_names.contains(&file.issuer) {
+                return Err(ConfigError::at(at("issuer"), format!("{:?} is configured twice", file.issuer)));
+            }
+            if file.audiences.is_empty() || file.audiences.iter().any(String::is_empty) {
+                return Err(ConfigError::at(
+                    at("audiences"),
+                    "at least one non-empty audience is required (otherwise tokens for any API would pass)",
+                ));
+            }
+            if file.algorithms.is_empty() {
+                return Err(ConfigError::at(at("algorithms"), "at least one algorithm is required"));
+            }
+            let mut config = IssuerConfig::new(file.issuer.clone())
+                .audiences(file.audiences)
+                .algorithms(file.algorithms.iter().map(|a| a.0));
+            config = match file.jwks_uri {
+                Some(url) if url.is_empty() => return Err(ConfigError::at(at("jwks_uri"), "empty")),
+                Some(url) => config.jwks_url(url),
+                None => config.discover(),
+            };
+            if let Some(leeway) = file.leeway {
+                if leeway.0 > Duration::from_secs(300) {
+                    return Err(ConfigError::at(at("leeway"), "at most 5m"));
+                }
+                config = config.leeway(leeway.0);
+            }
+            if let Some(typ) = file.require_type {
+                config = config.require_type(typ);
+            }
+            if let Some(allow) = file.allow_http {
+                config = config.allow_http(allow);
+            }
+            if let Some(staleness) = file.max_staleness {
+                config = config.max_staleness(staleness.0);
+            }
+            issuer_names.push(file.issuer);
+            issuers.push(config);
+        }
+
+        let introspection = match self.introspection {
+            None => None,
+            Some(file) => Some(resolve_introspection(file, env)?),
+        };
+
+        let default_mode = self.default_mode.map_or(Mode::Local, |m| m.0);
+        if default_mode == Mode::Introspect && introspection.is_none() {
+            return Err(ConfigError::at("default_mode", "\"introspect\" needs an [introspection] table"));
+        }
+        let routes = self.routes.len();
+        let mut policy = RoutePolicy::new().default_requirement(Requirement::new(default_mode));
+        for (i, route) in self.routes.into_iter().enumerate() {
+            let mode = route.mode.map_or(Mode::Local, |m| m.0);
+            if mode == Mode::Introspect && introspection.is_none() {
+                return Err(ConfigError::at(
+                    format!("routes[{i}].mode"),
+                    "\"introspect\" needs an [introspection] table",
+                ));
+            }
+            if !route.scopes.is_empty() && matches!(mode, Mode::Public | Mode::Deny) {
+                return Err(ConfigError::at(
+                    format!("routes[{i}].scopes"),
+                    format!("has no effect in mode \"{}\"", mode.as_str()),
+                ));
+            }
+            if let Some(s) = route.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+                return Err(ConfigError::at(
+                    format!("routes[{i}].scopes"),
+                    format!("{s:?} is not a scope (one non-empty word per entry)"),
+                ));
+            }
+            let mut rule = Rule::new(&route.path, Requirement::new(mode).with_scopes(route.scopes))
+                .map_err(|e| ConfigError::at(format!("routes[{i}].path"), e))?;
+            if let Some(methods) = route.methods {
+                if methods.is_empty() {
+                    return Err(ConfigError::at(
+                        format!("routes[{i}].methods"),
+                        "empty: list methods, or remove the key to cover every method",
+                    ));
+                }
+                rule = rule.methods(methods.into_iter().map(|m| m.0));
+            }
+            policy = policy.rule(rule);
+        }
+
+        let admin_token = match &self.admin_token_env {
+            None => None,
+            Some(var) => Some(secret_from_env(env, "admin_token_env", var)?),
+        };
+        let admin = match (self.admin, admin_token) {
+            (Some(admin), token) => Some(AdminSettings { listen: admin.listen, token }),
+            (None, Some(_)) => {
+                return Err(ConfigError::at(
+                    "admin_token_env",
+                    "needs an [admin] table with listen = \"host:port\"",
+                ));
+            }
+            (None, None) => None,
+        };
+        if let Some(admin) = &admin
+            && admin.listen == self.listen
+            && admin.listen.port() != 0
+        {
+            return Err(ConfigError::at("admin.listen", "must differ from listen"));
+        }
+
+        let identity = resolve_identity(self.identity)?;
+
+        let cookies = match self.cookies {
+            None => None,
+            Some(file) => Some(resolve_cookies(file)?),
+        };
+
+        let t = self.timeouts;
+        let timeouts = Timeouts {
+            upstream_connect: t.upstream_connect.map_or(DEFAULT_UPSTREAM_CONNECT, |d| d.0),
+            upstream_response: t.upstream_response.map_or(DEFAULT_UPSTREAM_RESPONSE, |d| d.0),
+            header_read: t.header_read.map_or(DEFAULT_HEADER_READ, |d| d.0),
+            shutdown_grace: t.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
+        };
+        for (key, value) in [
+            ("timeouts.upstream_connect", timeouts.upstream_connect),
+            ("timeouts.upstream_response", timeouts.upstream_response),
+            ("timeouts.header_read", timeouts.header_read),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::at(key, "must be more than 0"));
+            }
+        }
+
+        let max_header_bytes = self.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+        if max_header_bytes < MIN_MAX_HEADER_BYTES {
+            return Err(ConfigError::at("max_header_bytes", format!("at least {MIN_MAX_HEADER_BYTES}")));
+        }
+        if self.max_token_bytes == Some(0) {
+            return Err(ConfigError::at("max_token_bytes", "must be more than 0"));
+        }
+
+        Ok(Settings {
+            listen: self.listen,
+            frontend,
+            admin,
+            identity,
+            forward_authorization: self.forward_authorization,
+            cookies,
+            timeouts,
+            max_header_bytes,
+            gate: GateSettings {
+                issuers,
+                policy,
+                introspection,
+                realm: self.realm,
+                max_token_bytes: self.max_token_bytes,
+                fail_fast: self.fail_fast.unwrap_or(true),
+                issuer_names,
+                routes,
+            },
+        })
+    }
+}
+
+fn secret_from_env(env: &dyn Environment, key: &str, var: &str) -> Result<Secret, ConfigError> {
+    if var.is_empty() {
+        return Err(ConfigError::at(key, "empty: name an environment variable"));
+    }
+    match env.var(var) {
+        Some(value) if !value.is_empty() => Ok(Secret(value)),
+        Some(_) => Err(ConfigError::at(key, format!("the environment variable {var} is empty"))),
+        None => Err(ConfigError::at(key, format!("the environment variable {var} is not set"))),
+    }
+}
+
+fn resolve_introspection(
+    file: IntrospectionFile,
+    env: &dyn Environment,
+) -> Result<IntrospectionConfig, ConfigError> {
+    if file.endpoint.is_empty() {
+        return Err(ConfigError::at("introspection.endpoint", "empty"));
+    }
+    if file.client_id.is_empty() {
+        return Err(ConfigError::at("introspection.client_id", "empty"));
+    }
+    let secret = match (file.client_secret, file.client_secret_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::at(
+                "introspection.client_secret",
+                "give client_secret or client_secret_env, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError::at(
+                "introspection.client_secret",
+                "missing (or set client_secret_env to the name of an environment variable)",
+            ));
+        }
+        (Some(s), None) if s.is_empty() => {
+            return Err(ConfigError::at("introspection.client_secret", "empty"));
+        }
+        (Some(s), None) => Secret(s),
+        (None, Some(var)) => secret_from_env(env, "introspection.client_secret_env", &var)?,
+    };
+    let mut config = IntrospectionConfig::new(file.endpoint, file.client_id, secret.0);
+    if let Some(ttl) = file.cache_ttl_secs {
+        config = config.cache_ttl(Duration::from_secs(ttl));
+    }
+    if let Some(ttl) = file.negative_cache_ttl_secs {
+        config = config.negative_cache_ttl(Duration::from_secs(ttl));
+    }
+    if let Some(timeout) = file.timeout {
+        if timeout.0.is_zero() {
+            return Err(ConfigError::at("introspection.timeout", "must be more than 0"));
+        }
+        config = config.timeout(timeout.0);
+    }
+    if let Some(auth) = file.client_auth {
+        config = config.client_auth(auth.0);
+    }
+    if let Some(issuer) = file.issuer {
+        config = config.issuer(issuer);
+    }
+    if let Some(allow) = file.allow_http {
+        config = config.allow_http(allow);
+    }
+    Ok(config)
+}
+
+fn resolve_identity(file: IdentityFile) -> Result<IdentitySettings, ConfigError> {
+    let identity = IdentitySettings {
+        subject: file.subject.map(|h| h.0),
+        scopes: file.scopes.map(|h| h.0),
+        client_id: file.client_id.map(|h| h.0),
+        issuer: file.issuer.map(|h| h.0),
+        claims: file.claims.into_iter().map(|(claim, h)| (claim, h.0)).collect(),
+    };
+    if let Some((claim, _)) = identity.claims.iter().find(|(claim, _)| claim.is_empty()) {
+        return Err(ConfigError::at("identity.claims", format!("{claim:?} is not a claim name")));
+    }
+    let mut seen = HashSet::new();
+    for name in identity.header_names() {
+        if !seen.insert(name.clone()) {
+            return Err(ConfigError::at("identity", format!("the header {name} is mapped twice")));
+        }
+    }
+    Ok(identity)
+}
+
+fn resolve_cookies(file: CookiesFile) -> Result<CookieSettings, ConfigError> {
+    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if file.name.is_empty() || !file.name.bytes().all(token_char) {
+        return Err(ConfigError::at("cookies.name", format!("{:?} is not a valid cookie name", file.name)));
+    }
+    let mut allowed_origins = Vec::with_capacity(file.allowed_origins.len());
+    for (i, origin) in file.allowed_origins.into_iter().enumerate() {
+        let valid = origin
+            .parse::<Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+            .filter(|u| u.authority().is_some_and(|a| !a.as_str().contains('@')))
+            .filter(|_| !origin.ends_with('/'))
+            .filter(|u| u.path() == "/" || u.path().is_empty())
+            .filter(|u| u.query().is_none());
+        if valid.is_none() {
+            return Err(ConfigError::at(
+                format!("cookies.allowed_origins[{i}]"),
+                format!(
+                    "{origin:?} is not an origin like \"https://app.example.com\" (scheme and host, no path)"
+                ),
+            ));
+        }
+        allowed_origins.push(origin.to_ascii_lowercase());
+    }
+    Ok(CookieSettings { name: file.name, allowed_origins })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Env(HashMap<&'static str, &'static str>);
+    impl Environment for Env {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+    }
+
+    const DESIGN_MINIMUM: &str = r#"
+listen = "127.0.0.1:8080"
+upstream = "http://127.0.0.1:9000"
+
+[[issuers]]
+issuer = "https://idp.example.com"        # discovery at issuer + /.well-known/openid-configuration
+# jwks_uri = "https://idp.example.com/jwks" # instead of discovery
+audiences = ["https://api.example.com"]
+algorithms = ["RS256", "ES256", "EdDSA"]
+
+[introspection]
+endpoint = "https://idp.example.com/introspect"
+client_id = "gateway"
+client_secret = "…"                        # or client_secret_env = "VAR"
+cache_ttl_secs = 30
+
+[[routes]]
+path = "/admin/*"
+methods = ["POST", "DELETE"]               # absent: every method
+mode = "introspect"                        # public | optional | local (default) | introspect
+scopes = ["admin"]
+"#;
+
+    fn error(text: &str) -> String {
+        match parse(text).and_then(|f| f.resolve(&Env(HashMap::new()))) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn accepts_the_design_minimum_as_written() {
+        let settings = parse(DESIGN_MINIMUM).unwrap().resolve(&Env(HashMap::new())).unwrap();
+        assert_eq!(settings.gate.issuers.len(), 1);
+        assert_eq!(settings.gate.routes, 1);
+        assert!(matches!(settings.frontend, Frontend::Proxy { .. }));
+        assert!(!format!("{settings:?}").contains('…'), "the secret leaked into Debug");
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let missing_aud = DESIGN_MINIMUM.replace("audiences = [\"https://api.example.com\"]", "");
+        assert_eq!(error(&missing_aud), "issuers[0].audiences: missing");
+        let unknown = DESIGN_MINIMUM.replace("cache_ttl_secs = 30", "cache_ttl_secs = 30\ncolour = 1");
+        assert!(error(&unknown).starts_with("introspection.colour: unknown key"), "{}", error(&unknown));
+        let bad_alg = DESIGN_MINIMUM.replace("\"ES256\"", "\"ES999\"");
+        assert!(
+            error(&bad_alg).starts_with("issuers[0].algorithms[1]: unknown algorithm"),
+            "{}",
+            error(&bad_alg)
+        );
+        let bad_mode = DESIGN_MINIMUM.replace("mode = \"introspect\"", "mode = \"strict\"");
+        assert!(error(&bad_mode).starts_with("routes[0].mode: unknown mode"), "{}", error(&bad_mode));
+        let no_issuers = "listen = \"127.0.0.1:1\"\nupstream = \"http://127.0.0.1:2\"\n";
+        assert_eq!(error(no_issuers), "issuers: missing");
+        let bad_toml = "listen = ";
+        assert!(error(bad_toml).starts_with("invalid TOML"), "{}", error(bad_toml));
+        let bad_listen = DESIGN_MINIMUM.replace("127.0.0.1:8080", "localhost");
+        assert!(error(&bad_listen).starts_with("listen: "), "{}", error(&bad_listen));
+        let both =
+            DESIGN_MINIMUM.replace("cache_ttl_secs = 30", "cache_ttl_secs = 30\nclient_secret_env = \"X\"");
+        assert!(error(&both).starts_with("introspection.client_secret: give"), "{}", error(&both));
+        let env = DESIGN_MINIMUM.replace("client_secret = \"…\"", "client_secret_env = \"TG_NOPE\"");
+        assert_eq!(
+            error(&env),
+            "introspection.client_secret_env: the environment variable TG_NOPE is not set"
+        );
+        let timeout = format!("{DESIGN_MINIMUM}\n[timeouts]\nupstream_connect = \"5 s\"\n");
+        assert!(
+            error(&timeout).starts_with("timeouts.upstream_connect: invalid duration"),
+            "{}",
+            error(&timeout)
+        );
+        let number = format!("{DESIGN_MINIMUM}\n[timeouts]\nupstream_connect = 5\n");
+        assert!(
+            error(&number).starts_with("timeouts.upstream_connect: expected a duration"),
+            "{}",
+            error(&number)
+        );
+        let frontend = DESIGN_MINIMUM.replace("upstream = ", "mode = \"sidecar\"\nupstream = ");
+        assert!(error(&frontend).starts_with("mode: unknown value \"sidecar\""), "{}", error(&frontend));
+        let header = format!("{DESIGN_MINIMUM}\n[identity]\nsubject = \"Authorization\"\n");
+        assert!(error(&header).starts_with("identity.subject: "), "{}", error(&header));
+        let pattern = DESIGN_MINIMUM.replace("path = \"/admin/*\"", "path = \"admin\"");
+        assert!(error(&pattern).starts_with("routes[0].path: "), "{}", error(&pattern));
+    }
+
+    #[test]
+    fn reads_secrets_from_the_environment() {
+        let text = "admin_token_env = \"TG_ADMIN\"\n".to_owned()
+            + &DESIGN_MINIMUM.replace("client_secret = \"…\"", "client_secret_env = \"TG_SECRET\"")
+            + "[admin]\nlisten = \"127.0.0.1:9901\"\n";
+        let env = Env(HashMap::from([("TG_SECRET", "s3cret"), ("TG_ADMIN", "admin-s3cret")]));
+        let settings = parse(&text).unwrap().resolve(&env).unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert_eq!(settings.admin.unwrap().token.unwrap().expose(), "admin-s3cret");
+    }
+
+    #[test]
+    fn durations_are_strict() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            " 5s",
+            "5s ",
+            "1.5s",
+            "-1s",
+            "5S",
+            "5sec",
+            "5s5ms",
+            "+5s",
+            "99999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(parse_upstream("http://127.0.0.1:9000").unwrap().base(), "http://127.0.0.1:9000");
+        assert!(parse_upstream("http://127.0.0.1:9000/").is_ok());
+        for bad in ["https://x", "127.0.0.1:9000", "http://x/api", "http://u:p@x", "http://x?q", "ftp://x"] {
+            assert!(parse_upstream(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

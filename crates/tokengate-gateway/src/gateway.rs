@@ -1,0 +1,130 @@
+//! Starting and stopping the gateway: bind the listeners, serve the proxy or forward-auth
+//! endpoint and the admin API, and shut down gracefully on a signal.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokengate::TokenGateLayer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::{Frontend, Settings};
+use crate::forward_auth::ForwardAuth;
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, Shared};
+use crate::server::{self, ServerLimits};
+
+/// A running gateway.
+pub struct Gateway {
+    /// The proxy's or forward-auth endpoint's address.
+    pub listen: SocketAddr,
+    /// The admin listener's address.
+    pub admin: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds `addr`; with `fallback`, a taken port falls back to a free one (the demo).
+pub async fn bind(addr: SocketAddr, fallback: bool) -> io::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Err(e) if fallback && e.kind() == io::ErrorKind::AddrInUse => {
+            TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await
+        }
+        other => other,
+    }
+}
+
+impl Gateway {
+    /// Binds the listeners and starts serving with `layer`'s gate.
+    pub async fn start(
+        settings: &Settings,
+        layer: &TokenGateLayer,
+        fallback_ports: bool,
+    ) -> io::Result<Gateway> {
+        let gate = layer.gate().clone();
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown, signal) = watch::channel(false);
+        let limits = ServerLimits {
+            max_header_bytes: settings.max_header_bytes,
+            header_read_timeout: settings.timeouts.header_read,
+        };
+        let grace = settings.timeouts.shutdown_grace;
+
+        let listener = bind(settings.listen, fallback_ports)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("listen {}: {e}", settings.listen)))?;
+        let listen = listener.local_addr()?;
+        let admin_listener = match &settings.admin {
+            Some(admin) => Some(
+                bind(admin.listen, fallback_ports)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("admin.listen {}: {e}", admin.listen)))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+
+        let shared = Shared {
+            gate: gate.clone(),
+            metrics: metrics.clone(),
+            identity: settings.identity.clone(),
+            cookies: settings.cookies.clone(),
+            forward_authorization: settings.forward_authorization,
+        };
+        let mut tasks = Vec::new();
+        match &settings.frontend {
+            Frontend::Proxy { upstream } => {
+                let proxy = Arc::new(Proxy::new(shared, upstream, &settings.timeouts));
+                tasks.push(tokio::spawn(server::serve(
+                    "proxy",
+                    listener,
+                    limits,
+                    signal.clone(),
+                    grace,
+                    move |request, peer| proxy.clone().handle(request, peer),
+                )));
+            }
+            Frontend::ForwardAuth => {
+                let endpoint = Arc::new(ForwardAuth::new(shared));
+                tasks.push(tokio::spawn(server::serve(
+                    "forward_auth",
+                    listener,
+                    limits,
+                    signal.clone(),
+                    grace,
+                    move |request, peer| endpoint.clone().handle(request, peer),
+                )));
+            }
+        }
+        if let (Some(listener), Some(admin)) = (admin_listener, &settings.admin) {
+            let admin = Arc::new(Admin::new(gate, metrics, admin.token.clone()));
+            tasks.push(tokio::spawn(server::serve(
+                "admin",
+                listener,
+                limits,
+                signal,
+                grace,
+                move |request, peer| admin.clone().handle(request, peer),
+            )));
+        }
+        Ok(Gateway { listen, admin: admin_addr, shutdown, tasks })
+    }
+
+    /// Serves until SIGTERM or ctrl-c, then stops accepting and drains for the grace period.
+    pub async fn run_until_signal(self) {
+        server::termination().await;
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        self.shutdown().await;
+    }
+
+    /// Stops accepting and waits for the drain (bounded by the grace period).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Counters of the gateway's own requests and the Prometheus text exposition (format 0.0.4) of
+//! them and of the library's key-store and introspection counters, written by hand.
+//!
+//! Recording a request is three relaxed atomic additions: no lock, no allocation.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokengate::jwks::KeyStoreStatus;
+use tokengate::{AuthError, Gate};
+
+/// Why a request ended the way it did: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let through (proxied, or answered 200 in forward-auth mode).
+    Allowed,
+    /// No token on a route that needs one.
+    MissingToken,
+    /// A malformed request (400).
+    InvalidRequest,
+    /// The token failed a check (401).
+    InvalidToken,
+    /// The token lacks a scope (403).
+    InsufficientScope,
+    /// Route in mode `deny` (403).
+    AccessDenied,
+    /// An issuer or the introspection endpoint could not answer (503).
+    Unavailable,
+    /// A cookie-authenticated unsafe request from a foreign origin (403).
+    Csrf,
+    /// The upstream could not be reached or failed (502).
+    UpstreamError,
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 10] = [
+        Outcome::Allowed,
+        Outcome::MissingToken,
+        Outcome::InvalidRequest,
+        Outcome::InvalidToken,
+        Outcome::InsufficientScope,
+        Outcome::AccessDenied,
+        Outcome::Unavailable,
+        Outcome::Csrf,
+        Outcome::UpstreamError,
+        Outcome::UpstreamTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::MissingToken => "missing_token",
+            Outcome::InvalidRequest => "invalid_request",
+            Outcome::InvalidToken => "invalid_token",
+            Outcome::InsufficientScope => "insufficient_scope",
+            Outcome::AccessDenied => "access_denied",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Csrf => "csrf",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The outcome of a refusal by the gate.
+    pub fn of(error: &AuthError) -> Outcome {
+        match error {
+            AuthError::MissingToken => Outcome::MissingToken,
+            AuthError::InvalidRequest(_) => Outcome::InvalidRequest,
+            AuthError::InvalidToken(_) => Outcome::InvalidToken,
+            AuthError::InsufficientScope { .. } => Outcome::InsufficientScope,
+            AuthError::AccessDenied => Outcome::AccessDenied,
+            // `AuthError` is non-exhaustive; anything new is most likely a refusal to decide.
+            _ => Outcome::Unavailable,
+        }
+    }
+
+    fn index(self) -> usize {
+        Outcome::ALL.iter().position(|&o| o == self).unwrap_or(0)
+    }
+}
+
+/// Upper bounds of the latency histogram, in microseconds: from 100 µs (a local verification
+/// plus a loopback hop) to 10 s (a slow upstream).
+const BUCKETS_MICROS: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 2_500_000,
+    10_000_000,
+];
+
+/// Status classes 1xx … 5xx.
+const CLASSES: usize = 5;
+
+/// The gateway's request counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// [status class][outcome]
+    requests: [[AtomicU64; Outcome::ALL.len()]; CLASSES],
+    /// Per bucket (not cumulative; summed when rendered), then +Inf.
+    latency: [AtomicU64; BUCKETS_MICROS.len() + 1],
+    latency_sum_micros: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one finished request: its status, why, and how long the gateway took to answer
+    /// (to the response head; a streamed body is not waited for).
+    pub fn record(&self, status: http::StatusCode, outcome: Outcome, elapsed: Duration) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, CLASSES) - 1;
+        self.requests[class][outcome.index()].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_MICROS.iter().position(|&b| micros <= b).unwrap_or(BUCKETS_MICROS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of these counters and of `gate`'s.
+    pub fn render(&self, gate: &Gate) -> String {
+        let mut out = String::with_capacity(4096);
+        self.render_requests(&mut out);
+        render_keys(&mut out, gate);
+        render_introspection(&mut out, gate);
+        header(&mut out, "tokengate_revocations", "gauge", "Entries in the local revocation list.");
+        let _ = writeln!(out, "tokengate_revocations {}", gate.revocations().len());
+        header(&mut out, "tokengate_ready", "gauge", "1 when every issuer has usable keys.");
+        let _ = writeln!(out, "tokengate_ready {}", u8::from(gate.ready()));
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        header(out, "tokengate_requests_total", "counter", "Requests answered, by status class and outcome.");
+        for (class, row) in self.requests.iter().enumerate() {
+            for (outcome, counter) in Outcome::ALL.iter().zip(row) {
+                let n = counter.load(Ordering::Relaxed);
+                // Only combinations that happened, plus the common one so the series exists.
+                if n > 0 || (class == 1 && *outcome == Outcome::Allowed) {
+                    let _ = writeln!(
+                        out,
+                        "tokengate_requests_total{{class=\"{}xx\",reason=\"{}\"}} {n}",
+                        class + 1,
+                        outcome.as_str()
+                    );
+                }
+            }
+        }
+        header(
+            out,
+            "tokengate_request_duration_seconds",
+            "histogram",
+            "Time from the request head to the response head.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS_MICROS.iter().enumerate() {
+            cumulative += self.latency[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "tokengate_request_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        cumulative += self.latency[BUCKETS_MICROS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "tokengate_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "tokengate_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "tokengate_request_duration_seconds_count {cumulative}");
+    }
+}
+
+/// One per-issuer key-store series: name, type, help, and its value (if known).
+type KeySeries = (&'static str, &'static str, &'static str, fn(&KeyStoreStatus) -> Option<i64>);
+
+fn render_keys(out: &mut String, gate: &Gate) {
+    let now = gate.now();
+    let statuses: Vec<_> =
+        gate.issuers().iter().map(|i| (escape(i.issuer()), i.store().status(now))).collect();
+    let series: [KeySeries; 7] = [
+        ("tokengate_jwks_fetches_total", "counter", "Key set fetch attempts.", |s| Some(s.fetches as i64)),
+        ("tokengate_jwks_fetch_failures_total", "counter", "Failed or invalid key set fetches.", |s| {
+            Some(s.failures as i64)
+        }),
+        ("tokengate_jwks_not_modified_total", "counter", "Key set fetches answered 304.", |s| {
+            Some(s.not_modified as i64)
+        }),
+        (
+            "tokengate_jwks_unknown_kid_refreshes_total",
+            "counter",
+            "Key set fetches caused by an unknown kid.",
+            |s| Some(s.unknown_kid_refreshes as i64),
+        ),
+        ("tokengate_jwks_keys", "gauge", "Keys in the current set.", |s| Some(s.keys as i64)),
+        ("tokengate_jwks_age_seconds", "gauge", "Seconds since the last successful fetch.", |s| s.age_secs),
+        ("tokengate_jwks_ready", "gauge", "1 when the issuer's keys are usable.", |s| {
+            Some(i64::from(s.ready && !s.stale))
+        }),
+    ];
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        for (issuer, status) in &statuses {
+            if let Some(v) = value(status) {
+                let _ = writeln!(out, "{name}{{issuer=\"{issuer}\"}} {v}");
+            }
+        }
+    }
+}
+
+fn render_introspection(out: &mut String, gate: &Gate) {
+    let Some(introspector) = gate.introspector() else {
+        return;
+    };
+    let m = introspector.metrics();
+    let counters = [
+        ("tokengate_introspection_calls_total", "Calls to the introspection endpoint.", &m.calls),
+        ("tokengate_introspection_cache_hits_total", "Lookups answered from the cache.", &m.cache_hits),
+        (
+            "tokengate_introspection_cache_misses_total",
+            "Lookups the cache could not answer.",
+            &m.cache_misses,
+        ),
+        (
+            "tokengate_introspection_coalesced_total",
+            "Lookups that shared another request's call.",
+            &m.coalesced,
+        ),
+        ("tokengate_introspection_outages_total", "Calls that ended in an outage.", &m.outages),
+        (
+            "tokengate_introspection_breaker_opens_total",
+            "Times the circuit breaker opened.",
+            &m.breaker_opens,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+    }
+    header(
+        out,
+        "tokengate_introspection_breaker_state",
+        "gauge",
+        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+    );
+    let _ =
+        writeln!(out, "tokengate_introspection_breaker_state {}", introspector.breaker_state().as_gauge());
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value: `\`, `"` and newlines.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_by_class_outcome_and_bucket() {
+        let m = Metrics::default();
+        m.record(http::StatusCode::OK, Outcome::Allowed, Duration::from_micros(80));
+        m.record(http::StatusCode::UNAUTHORIZED, Outcome::InvalidToken, Duration::from_millis(3));
+        let mut out = String::new();
+        m.render_requests(&mut out);
+        assert!(out.contains("tokengate_requests_total{class=\"2xx\",reason=\"allowed\"} 1"), "{out}");
+        assert!(out.contains("tokengate_requests_total{class=\"4xx\",reason=\"invalid_token\"} 1"), "{out}");
+        assert!(out.contains("tokengate_request_duration_seconds_bucket{le=\"0.0001\"} 1"), "{out}");
+        assert!(out.contains("tokengate_request_duration_seconds_bucket{le=\"0.005\"} 2"), "{out}");
+        assert!(out.contains("tokengate_request_duration_seconds_count 2"), "{out}");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,233 @@
+//! The reverse proxy: decide, then forward to the upstream with a pooled client, streaming
+//! both bodies.
+//!
+//! What the upstream receives: the method; the *normalised* path the rules matched (never the
+//! raw one) and the query as sent; the client's headers minus hop-by-hop headers, minus
+//! headers that could make it act on another path or method, minus every inbound copy of the
+//! identity headers (on every route, public ones too), then the identity headers of the
+//! verified caller, `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` and
+//! `X-Forwarded-Host` (set, never trusted from the client), and `Host` set to the upstream's.
+//! `Authorization` — and a token cookie — only when `forward_authorization = true`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokengate::Gate;
+
+use crate::access::{self, TokenSource};
+use crate::config::{CookieSettings, IdentitySettings, Timeouts, UpstreamUrl};
+use crate::http_util::{Body, json_error, remove_hop_by_hop, remove_path_overrides};
+use crate::metrics::{Metrics, Outcome};
+
+/// How long an idle pooled upstream connection is kept: 60 s, under the usual 75 s of
+/// upstream keep-alive timeouts so the upstream is not the one closing mid-request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// What the proxy and the forward-auth endpoint share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The pipeline.
+    pub gate: Arc<Gate>,
+    /// Request counters.
+    pub metrics: Arc<Metrics>,
+    /// Identity headers.
+    pub identity: IdentitySettings,
+    /// Tokens in cookies.
+    pub cookies: Option<CookieSettings>,
+    /// Whether `Authorization` reaches the upstream.
+    pub forward_authorization: bool,
+}
+
+/// The reverse proxy.
+pub struct Proxy {
+    shared: Shared,
+    upstream_base: String,
+    upstream_host: HeaderValue,
+    client: Client<HttpConnector, Incoming>,
+    response_timeout: Duration,
+}
+
+impl Proxy {
+    /// A proxy to `upstream`.
+    pub fn new(shared: Shared, upstream: &UpstreamUrl, timeouts: &Timeouts) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeouts.upstream_connect));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let upstream_host = HeaderValue::from_str(upstream.authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        Proxy {
+            shared,
+            upstream_base: upstream.base(),
+            upstream_host,
+            client,
+            response_timeout: timeouts.upstream_response,
+        }
+    }
+
+    /// Handles one request and records it.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let (response, outcome) = self.proxy(request, peer).await;
+        self.shared.metrics.record(response.status(), outcome, started.elapsed());
+        response
+    }
+
+    async fn proxy(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, Outcome) {
+        let shared = &self.shared;
+        let (parts, body) = request.into_parts();
+        let decision = access::decide(
+            &shared.gate,
+            shared.cookies.as_ref(),
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+        )
+        .await;
+        let (authorized, source) = match decision {
+            Ok(decision) => decision,
+            Err(refusal) => return (refusal.response, refusal.outcome),
+        };
+
+        // The path the rules matched, and the query exactly as sent.
+        let target = match parts.uri.query() {
+            Some(query) => format!("{}{}?{query}", self.upstream_base, authorized.path.as_str()),
+            None => format!("{}{}", self.upstream_base, authorized.path.as_str()),
+        };
+        let Ok(uri) = target.parse::<Uri>() else {
+            return (
+                json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the request target cannot be forwarded",
+                ),
+                Outcome::InvalidRequest,
+            );
+        };
+
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let mut headers = parts.headers;
+        remove_hop_by_hop(&mut headers);
+        remove_path_overrides(&mut headers);
+        shared.identity.strip(&mut headers);
+        if !shared.forward_authorization {
+            headers.remove(header::AUTHORIZATION);
+            if source == TokenSource::Cookie
+                && let Some(cookies) = &shared.cookies
+            {
+                access::remove_cookie(&mut headers, &cookies.name);
+            }
+        }
+        set_forwarded(&mut headers, peer, original_host);
+        headers.insert(header::HOST, self.upstream_host.clone());
+        if let Some(principal) = &authorized.principal {
+            shared.identity.inject(principal, &mut headers);
+        }
+
+        let mut upstream_request = Request::new(body);
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = uri;
+        // The pooled client speaks HTTP/1.1 to the upstream, whatever the client spoke to us.
+        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.headers_mut() = headers;
+
+        match tokio::time::timeout(self.response_timeout, self.client.request(upstream_request)).await {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                let body = body.map_err(Into::into).boxed_unsync();
+                (Response::from_parts(parts, body), Outcome::Allowed)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(upstream = %self.upstream_base, error = %error_chain(&error), "upstream request failed");
+                let description = if error.is_connect() {
+                    "the upstream cannot be reached"
+                } else {
+                    "the upstream failed to answer"
+                };
+                (json_error(StatusCode::BAD_GATEWAY, "bad_gateway", description), Outcome::UpstreamError)
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %self.upstream_base, timeout = ?self.response_timeout, "upstream response timed out");
+                (
+                    json_error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "gateway_timeout",
+                        "the upstream did not answer in time",
+                    ),
+                    Outcome::UpstreamTimeout,
+                )
+            }
+        }
+    }
+}
+
+/// `X-Forwarded-For`: the client's chain plus its address; `-Proto` and `-Host`: ours, any
+/// inbound value dropped (the gateway terminates plain HTTP and knows the host it was asked).
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
+    let previous: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let ip = peer.ip().to_canonical().to_string();
+    let chain = if previous.is_empty() { ip } else { format!("{}, {ip}", previous.join(", ")) };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.remove(&X_FORWARDED_HOST);
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_append_and_replace() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), Some(HeaderValue::from_static("api.local")));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "api.local");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+}

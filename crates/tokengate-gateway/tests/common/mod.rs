@@ -1,0 +1,216 @@
+//! Helpers for driving the built `tokengate-gateway` binary as a user would: a temporary
+//! directory for its configuration, the child process (killed on drop), the addresses it
+//! prints, readiness through `/readyz`.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokengate_testkit::Issuer;
+use tokio::sync::mpsc;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokengate-gateway");
+
+/// Bound on every wait for the gateway to say or do something.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tokengate-gw-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `[[issuers]]` entry for the testkit issuer.
+pub fn issuer_toml(issuer: &Issuer) -> String {
+    format!(
+        "[[issuers]]\nissuer = \"{}\"\njwks_uri = \"{}\"\naudiences = [\"{}\"]\nalgorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\n",
+        issuer.url(),
+        issuer.jwks_uri(),
+        issuer.audience()
+    )
+}
+
+/// An `[introspection]` table for the testkit issuer (secret inline), asking every time.
+pub fn introspection_toml(issuer: &Issuer) -> String {
+    format!(
+        "[introspection]\nendpoint = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\ncache_ttl_secs = 0\n",
+        issuer.introspection_endpoint(),
+        issuer.introspection_client_id(),
+        issuer.introspection_client_secret()
+    )
+}
+
+/// The gateway process, killed on drop.
+pub struct Gateway {
+    child: Child,
+    /// The proxy or forward-auth address.
+    pub listen: SocketAddr,
+    /// The admin address.
+    pub admin: Option<SocketAddr>,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    /// Writes `config` to a temp dir, starts the binary with it and `env`, and waits until it
+    /// prints its addresses and `/readyz` answers 200.
+    pub async fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = TempDir::new("run");
+        let path = dir.write("gateway.toml", config);
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let mut command = Command::new(BIN);
+        command.arg("--config").arg(&path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn tokengate-gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut gateway = Gateway { child, listen: "0.0.0.0:0".parse().unwrap(), admin: None, _dir: dir };
+        let has_admin = config.contains("[admin]");
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        let mut listen = None;
+        while listen.is_none() || (has_admin && gateway.admin.is_none()) {
+            let line = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(line)) => line,
+                _ => panic!("the gateway did not print its addresses; stderr:\n{}", gateway.stderr()),
+            };
+            if let Some(addr) = address_in(&line) {
+                if line.starts_with("admin ") {
+                    gateway.admin = Some(addr);
+                } else {
+                    listen = Some(addr);
+                }
+            }
+        }
+        gateway.listen = listen.unwrap();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        if gateway.admin.is_some() {
+            gateway.wait_ready().await;
+        }
+        gateway
+    }
+
+    /// Polls `/readyz` until 200, a bounded number of times, each poll a real request.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.admin_url());
+        for _ in 0..200 {
+            if let Ok(r) = client.get(&url).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("/readyz never answered 200; stderr:\n{}", self.stderr());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin.expect("an admin listener"))
+    }
+
+    /// What the gateway wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (through kill(1): no libc binding in the tests).
+    pub fn terminate(&self) {
+        let status =
+            Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the gateway did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `http://127.0.0.1:1234` in a "… listening on http://127.0.0.1:1234 …" line.
+fn address_in(line: &str) -> Option<SocketAddr> {
+    let rest = line.split_once("listening on http://")?.1;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs the binary to completion with `args` (no network needed) and returns its status and
+/// its output (stdout + stderr).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("run tokengate-gateway");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status, text)
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -1,0 +1,265 @@
+//! Forward-auth mode: directly (the Traefik/Caddy headers, refusals), and end to end behind a
+//! real nginx with `auth_request`, which passes the identity headers on to the upstream.
+//!
+//! nginx comes from Debian's `nginx` package, which `.ci/run` installs. Without it the nginx
+//! test fails and says so: a skipped test would hide a broken integration.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Gateway, TempDir, free_port, introspection_toml, issuer_toml};
+use tokengate_testkit::{EchoUpstream, Issuer};
+
+fn config(issuer: &Issuer) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+mode = "forward_auth"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[identity]
+subject = "X-User"
+scopes = "X-Scopes"
+
+{issuer}
+{introspection}
+
+[[routes]]
+path = "/public/*"
+mode = "public"
+
+[[routes]]
+path = "/admin/*"
+mode = "local"
+scopes = ["admin"]
+"#,
+        issuer = issuer_toml(issuer),
+        introspection = introspection_toml(issuer),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_traefik_and_caddy_style_requests() {
+    let issuer = Issuer::start().await;
+    let gw = Gateway::start(&config(&issuer), &[]).await;
+    let client = reqwest::Client::new();
+    let token = issuer.token().sub("carol").scope("read admin").sign();
+    let auth = format!("{}/auth", gw.url());
+
+    let r = client.get(&auth).header("authorization", format!("Bearer {token}")).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no original request headers");
+
+    let r = client
+        .get(&auth)
+        .header("x-forwarded-method", "POST")
+        .header("x-forwarded-uri", "/admin/users?x=1")
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-user"], "carol");
+    assert_eq!(r.headers()["x-scopes"], "read admin");
+
+    let r = client
+        .get(&auth)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"tokengate\"");
+
+    // Spoofing X-Original-* next to the proxy's X-Forwarded-* is refused, not believed.
+    let r = client
+        .get(&auth)
+        .header("x-forwarded-method", "POST")
+        .header("x-forwarded-uri", "/admin/users")
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/public/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// nginx on loopback, killed on drop.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("nginx"))
+        .find(|p| p.is_file());
+    match on_path.or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file())) {
+        Some(path) => path,
+        None => panic!(
+            "nginx is not installed, and this test needs a real one: run .ci/run (it installs the Debian package) or `apt-get install nginx`"
+        ),
+    }
+}
+
+impl Nginx {
+    async fn start(gateway: SocketAddr, upstream: SocketAddr) -> Nginx {
+        let binary = nginx_binary();
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /_tokengate {{
+            internal;
+            proxy_pass http://{gateway}/auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+        }}
+        location / {{
+            auth_request /_tokengate;
+            auth_request_set $tg_user $upstream_http_x_user;
+            auth_request_set $tg_scopes $upstream_http_x_scopes;
+            proxy_set_header X-User $tg_user;
+            proxy_set_header X-Scopes $tg_scopes;
+            proxy_pass http://{upstream};
+        }}
+    }}
+}}
+"#
+        );
+        let conf_path = dir.write("nginx.conf", &conf);
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+        let mut nginx = Nginx { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), dir };
+        // Bounded wait for the listening socket; an early exit means a config error.
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(nginx.addr).await.is_ok() {
+                return nginx;
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!("nginx exited with {status}: {}", nginx.error_log());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("nginx did not start listening: {}", nginx.error_log());
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_real_nginx_with_auth_request() {
+    let binary = nginx_binary(); // fails loudly first if nginx is missing
+    assert!(binary.is_file());
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(&issuer), &[]).await;
+    let nginx = Nginx::start(gw.listen, upstream.addr()).await;
+    let client = reqwest::Client::new();
+    let token = issuer.token().sub("dave").scope("read admin").sign();
+
+    // Allow: the identity reaches the upstream, the client's own copy does not.
+    let r = client
+        .get(format!("{}/admin/reports?page=2", nginx.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-user", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "nginx error log: {}", nginx.error_log());
+    let seen = upstream.requests().pop().expect("the upstream got the request");
+    assert_eq!(seen.path, "/admin/reports");
+    assert_eq!(seen.query.as_deref(), Some("page=2"));
+    let users: Vec<_> = seen.headers.iter().filter(|(h, _)| h == "x-user").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(users, ["dave"]);
+    assert_eq!(seen.header("x-scopes"), Some("read admin"));
+
+    // Deny: no token → 401 with the challenge passed back by nginx.
+    let before = upstream.count();
+    let r = client.get(format!("{}/admin/reports", nginx.url())).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"tokengate\"");
+
+    // Bad token → 401 invalid_token.
+    let forged = issuer.token().scope("admin").sign_with_foreign_key();
+    let r = client
+        .get(format!("{}/admin/reports", nginx.url()))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+
+    // Insufficient scope → 403.
+    let reader = issuer.token().scope("read").sign();
+    let r = client
+        .delete(format!("{}/admin/reports", nginx.url()))
+        .header("authorization", format!("Bearer {reader}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(upstream.count(), before, "refused requests reached the upstream");
+
+    // Public route: through without a token.
+    let r = client.get(format!("{}/public/info", nginx.url())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(upstream.requests().pop().unwrap().header("x-user"), None);
+
+    // The gateway counted what nginx asked.
+    let metrics =
+        client.get(format!("{}/metrics", gw.admin_url())).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("tokengate_requests_total{class=\"4xx\",reason=\"insufficient_scope\"} 1"),
+        "{metrics}"
+    );
+}
