@@ -18,6 +18,7 @@ use crate::jwks::RefresherGuard;
 use crate::jwt::{self, IssuerVerifier, VerifyError};
 use crate::policy::{Mode, NormalizedPath, Requirement, RoutePolicy};
 use crate::revocation::RevocationList;
+use crate::token_cache::{TokenCache, Verified, token_hash};
 
 /// Reason given while a route is in mode `introspect` but no introspection endpoint is set up:
 /// such a route must never quietly fall back to local verification.
@@ -34,6 +35,7 @@ pub struct Gate {
     pub(crate) clock: SharedClock,
     pub(crate) context: GateContext,
     pub(crate) introspector: Option<Introspector>,
+    pub(crate) token_cache: Option<TokenCache>,
     pub(crate) revocations: RevocationList,
     /// Keeps the key refreshers running; dropping the gate stops them.
     pub(crate) _refreshers: Vec<RefresherGuard>,
@@ -206,11 +208,32 @@ impl Gate {
             };
         }
 
-        // 4–6. Local verification: header, issuer, signature, claims.
-        let principal = match self.verify_now(token) {
-            Ok(principal) => principal,
-            Err(VerifyError::UnknownKey { issuer }) => return Step::AwaitKeys(issuer),
-            Err(e) => return Done(Err(verify_error(e))),
+        // 3. The verified-token cache, else 4–6. local verification: header, issuer,
+        // signature, claims.
+        let now = self.clock.now();
+        let key = self.token_cache.as_ref().map(|_| token_hash(token));
+        let principal = match key.as_ref().and_then(|key| self.cached(key, now)) {
+            Some(principal) => principal,
+            None => match jwt::verify_detailed(token, &self.issuers, now, self.max_token_bytes) {
+                Ok(verified) => {
+                    let principal = verified.principal.clone();
+                    if let (Some(cache), Some(key)) = (&self.token_cache, key) {
+                        cache.insert(
+                            key,
+                            Verified::new(
+                                verified.principal,
+                                verified.issuer,
+                                verified.generation,
+                                verified.not_before,
+                                verified.claims_bytes,
+                            ),
+                        );
+                    }
+                    principal
+                }
+                Err(VerifyError::UnknownKey { issuer }) => return Step::AwaitKeys(issuer),
+                Err(e) => return Done(Err(verify_error(e))),
+            },
         };
 
         // 7. Revocation list.
@@ -236,6 +259,31 @@ impl Gate {
             return Done(Err(e));
         }
         allow(Some(principal))
+    }
+
+    /// A cache hit still valid at `now`: the issuer's keys unchanged and usable, `exp` and
+    /// `nbf` still satisfied. Anything else voids the entry.
+    fn cached(&self, key: &[u8; 32], now: i64) -> Option<Principal> {
+        let cache = self.token_cache.as_ref()?;
+        let hit = cache.get(key)?;
+        let valid = self.issuers.get(hit.issuer).is_some_and(|issuer| {
+            let leeway = issuer.leeway;
+            issuer.store.generation() == hit.generation
+                && issuer.store.usable(now)
+                && hit.principal.expires_at().is_none_or(|exp| now - leeway < exp)
+                && hit.not_before.is_none_or(|nbf| nbf <= now + leeway)
+        });
+        if valid {
+            Some(hit.principal)
+        } else {
+            cache.invalidate(key);
+            None
+        }
+    }
+
+    /// Tokens held by the verified-token cache (approximate).
+    pub fn cached_tokens(&self) -> u64 {
+        self.token_cache.as_ref().map_or(0, TokenCache::entry_count)
     }
 
     fn verify_now(&self, token: &str) -> Result<Principal, VerifyError> {

@@ -78,6 +78,7 @@ pub struct UnverifiedToken<'t> {
     pub alg: Option<Algorithm>,
     signing_input: &'t [u8],
     signature: Vec<u8>,
+    payload_len: usize,
 }
 
 /// Splits and decodes a compact JWS without verifying anything: three non-empty segments of
@@ -91,14 +92,16 @@ pub fn decode_unverified(token: &str) -> Result<UnverifiedToken<'_>, Rejection> 
         return Err(Rejection::Malformed);
     }
     let header = strict_object(&b64(h)?)?;
-    let claims = strict_object(&b64(p)?)?;
+    let payload = b64(p)?;
+    let payload_len = payload.len();
+    let claims = strict_object(&payload)?;
     let signature = b64(s)?;
     let alg = match header.get("alg") {
         Some(Value::String(name)) => parse_algorithm(name),
         _ => None,
     };
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
-    Ok(UnverifiedToken { header, claims, alg, signing_input, signature })
+    Ok(UnverifiedToken { header, claims, alg, signing_input, signature, payload_len })
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
@@ -164,6 +167,29 @@ pub fn verify(
     now: i64,
     max_len: usize,
 ) -> Result<Principal, VerifyError> {
+    verify_detailed(token, issuers, now, max_len).map(|v| v.principal)
+}
+
+/// A successful verification and what a cache needs to know about it.
+pub(crate) struct Verification {
+    pub(crate) principal: Principal,
+    /// Index of the issuer in the configured list.
+    pub(crate) issuer: usize,
+    /// The issuer's key-set generation read before the keys were loaded: if the set changed
+    /// meanwhile, the recorded generation is the older one, so a cache entry is voided
+    /// rather than trusted.
+    pub(crate) generation: u64,
+    pub(crate) not_before: Option<i64>,
+    pub(crate) claims_bytes: usize,
+}
+
+/// [`verify`], also returning what the verified-token cache records.
+pub(crate) fn verify_detailed(
+    token: &str,
+    issuers: &[IssuerVerifier],
+    now: i64,
+    max_len: usize,
+) -> Result<Verification, VerifyError> {
     if token.len() > max_len {
         return Err(Rejection::TooLarge.into());
     }
@@ -206,6 +232,7 @@ pub fn verify(
     if !issuer.store.usable(now) {
         return Err(VerifyError::KeysUnavailable);
     }
+    let generation = issuer.store.generation();
     let keys = issuer.store.snapshot();
     match verify_signature(&keys, kid, alg, decoded.signing_input, &decoded.signature) {
         Ok(()) => {}
@@ -214,7 +241,10 @@ pub fn verify(
     }
     let claims = decoded.claims;
     check_claims(issuer, &claims, now)?;
-    Ok(principal_from_claims(issuer.issuer.clone(), claims, VerifiedBy::Signature)?)
+    let not_before = numeric_date(&claims, "nbf", true)?;
+    let claims_bytes = decoded.payload_len;
+    let principal = principal_from_claims(issuer.issuer.clone(), claims, VerifiedBy::Signature)?;
+    Ok(Verification { principal, issuer: index, generation, not_before, claims_bytes })
 }
 
 /// Verifies the signature with the issuer's keys that fit `kid` and `alg`.

@@ -32,6 +32,7 @@ use crate::revocation::{
     DEFAULT_CAPACITY as DEFAULT_REVOCATION_CAPACITY, DEFAULT_MAX_TOKEN_LIFETIME, RevocationList,
 };
 use crate::service::TokenGate;
+use crate::token_cache::{TokenCache, TokenCacheConfig};
 
 /// Default `WWW-Authenticate` realm.
 pub const DEFAULT_REALM: &str = "tokengate";
@@ -278,9 +279,17 @@ pub struct TokenGateBuilder {
     start_not_ready: bool,
     introspection: Option<IntrospectionConfig>,
     revocations: Option<RevocationList>,
+    token_cache: Option<Option<TokenCacheConfig>>,
 }
 
 impl TokenGateBuilder {
+    /// Sizes the verified-token cache, or turns it off with `None` (default: on, 100 000
+    /// tokens, 64 MiB).
+    pub fn token_cache(mut self, config: Option<TokenCacheConfig>) -> Self {
+        self.token_cache = Some(config);
+        self
+    }
+
     /// Enables introspection for routes in mode `introspect`.
     pub fn introspection(mut self, config: IntrospectionConfig) -> Self {
         self.introspection = Some(config);
@@ -395,6 +404,7 @@ impl TokenGateBuilder {
             clock,
             context: GateContext { realm, renderer },
             introspector,
+            token_cache: self.token_cache.unwrap_or(Some(TokenCacheConfig::default())).map(TokenCache::new),
             revocations,
             _refreshers: refreshers,
         };

@@ -60,6 +60,7 @@ pub mod layer;
 pub mod policy;
 pub mod revocation;
 pub mod service;
+pub mod token_cache;
 
 pub use claims::{Claims, GateContext, Principal, VerifiedBy};
 pub use crypto::{backend_name, install_default_provider};

@@ -28,6 +28,7 @@ pub use client::{ClientAuth, Outage};
 use crate::clock::SharedClock;
 use crate::error::Rejection;
 use crate::jwt;
+use crate::token_cache::token_hash;
 use breaker::Breaker;
 
 /// Default timeout of one introspection call: 2 s. A gateway request waits for it, so it is
@@ -424,12 +425,4 @@ impl Introspector {
             self.config.audiences = audiences;
         }
     }
-}
-
-/// SHA-256 of a token: the cache key, so the cache never holds a token.
-pub(crate) fn token_hash(token: &str) -> [u8; 32] {
-    let digest = aws_lc::digest::digest(&aws_lc::digest::SHA256, token.as_bytes());
-    let mut key = [0u8; 32];
-    key.copy_from_slice(digest.as_ref());
-    key
 }
