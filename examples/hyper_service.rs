@@ -32,7 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokengate::policy::{Requirement, RoutePolicy, Rule};
-use tokengate::{Algorithm, IssuerConfig, Principal, TokenGateLayer};
+use tokengate::{Algorithm, IssuerConfig, NonCanonicalPath, Principal, TokenGateLayer};
 use tokengate_examples::{TOKEN_TTL_SECS, Try, base_url, bind, ctrl_c, print_tries, tamper};
 use tokengate_testkit::Issuer;
 use tower::{ServiceBuilder, service_fn};
@@ -71,6 +71,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .rule(Rule::new("/health", Requirement::public())?)
                 .rule(Rule::new("/admin/*", Requirement::local().with_scopes(["admin"]))?),
         )
+        // `handle` routes on the URI the layer passes on, so the layer may rewrite `//admin`
+        // or `/x/../admin` to the path its rules judged (with axum's `Router::layer`, leave
+        // the default, which refuses such paths with 400).
+        .non_canonical_path(NonCanonicalPath::Rewrite)
         .build()
         .await?;
 

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokengate::clock::ManualClock;
 use tokengate::policy::RoutePolicy;
-use tokengate::{Algorithm, IssuerConfig, Principal, TokenGateBuilder, TokenGateLayer};
+use tokengate::{Algorithm, IssuerConfig, NonCanonicalPath, Principal, TokenGateBuilder, TokenGateLayer};
 use tokengate_testkit::Issuer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -176,13 +176,21 @@ impl Harness {
     /// Starts an issuer, builds the layer from what `gate` returns (it adds the issuers; the
     /// harness adds the clock, the policy and a proxy-less HTTP client), and serves the counting
     /// app on `server`.
+    ///
+    /// Non-canonical paths are refused on [`Server::Axum`], where `Router::layer` runs after
+    /// routing, and rewritten on [`Server::Hyper`], where the layer wraps the whole service —
+    /// each the way a careful user sets it.
     pub async fn start(
         server: Server,
         policy: RoutePolicy,
         gate: impl FnOnce(&Issuer) -> TokenGateBuilder,
     ) -> Harness {
         let (issuer, clock) = start_issuer().await;
-        let layer = build_layer(gate(&issuer), &clock, policy).await;
+        let handling = match server {
+            Server::Axum => NonCanonicalPath::Refuse,
+            Server::Hyper => NonCanonicalPath::Rewrite,
+        };
+        let layer = build_layer(gate(&issuer).non_canonical_path(handling), &clock, policy).await;
         Harness::serve(server, issuer, clock, layer).await
     }
 
@@ -288,20 +296,29 @@ impl Harness {
     /// and returns the status code of the answer, for requests no HTTP client library will send
     /// (a raw `\` in the path).
     pub async fn raw_request_bytes(&self, request: &[u8]) -> (StatusCode, String) {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connect to the app");
-        stream.write_all(request).await.expect("write the request");
-        let mut buf = Vec::new();
-        // The request carries `Connection: close`, so the server ends the stream after answering.
-        stream.read_to_end(&mut buf).await.expect("read the answer");
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse::<u16>().ok())
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-        (status, text)
+        raw_exchange(self.addr, request).await
     }
+}
+
+/// Writes `request` (a complete HTTP/1.1 request with `Connection: close`, bytes as given) on a
+/// fresh TCP connection to `addr`; returns the answer's status and its whole text.
+///
+/// # Panics
+/// If the connection fails or the answer is not HTTP.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (StatusCode, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to the app");
+    stream.write_all(request).await.expect("write the request");
+    let mut buf = Vec::new();
+    // The request carries `Connection: close`, so the server ends the stream after answering.
+    stream.read_to_end(&mut buf).await.expect("read the answer");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, text)
 }
 
 /// A response as the client got it.
@@ -628,3 +645,9 @@ pub fn assert_principal(seen: &Seen, issuer: &str, claims: &Value) {
     assert_eq!(principal.expires_at, claims["exp"].as_f64().map(|exp| exp.floor() as i64));
     assert_eq!(&principal.claims, claims, "the inner service must see the token's claims unchanged");
 }
+
+/// The README's Rust examples, compiled (and run unless marked `no_run`) as doctests, so the
+/// code a newcomer copies first keeps building.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

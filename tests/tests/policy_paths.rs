@@ -51,37 +51,109 @@ async fn tricks_that_lead_to_admin_are_caught_by_the_admin_rule() {
     }
 }
 
-/// `/admin/../x` *is* `/x` (RFC 3986 §5.2.4): the admin rule does not apply, and the inner
-/// service is asked for `/x`, never for the raw path, so the gate and the app agree.
+/// `/admin/../x` *is* `/x` (RFC 3986 §5.2.4): the admin rule does not apply. Where the layer
+/// wraps the whole service (hyper here), the inner service is asked for `/x`, never for the raw
+/// path, so the gate and the app agree.
 #[tokio::test]
 async fn dot_segments_out_of_admin_lead_elsewhere_and_the_app_sees_where() {
-    for server in SERVERS {
-        let h = harness(server, policy()).await;
-        let (token, claims) = mint(h.issuer.token().scope("read"));
-        let before = h.calls();
-        let seen = h.raw_get("/admin/../x", Some(&token)).await.seen(&h, before);
-        assert_eq!(seen.path, "/x");
-        assert_principal(&seen, &h.issuer.url(), &claims);
-    }
+    let h = harness(Server::Hyper, policy()).await;
+    let (token, claims) = mint(h.issuer.token().scope("read"));
+    let before = h.calls();
+    let seen = h.raw_get("/admin/../x", Some(&token)).await.seen(&h, before);
+    assert_eq!(seen.path, "/x");
+    assert_principal(&seen, &h.issuer.url(), &claims);
 }
 
 #[tokio::test]
-async fn the_inner_service_sees_the_normalised_path_and_the_query() {
-    for server in SERVERS {
-        let h = harness(server, policy()).await;
-        let admin = h.issuer.token().scope("admin").sign();
-        for (raw, normal, token) in [
-            ("/public/./a//b?x=1&y=%2F", "/public/a/b?x=1&y=%2F", None),
-            ("/public/a/../b/", "/public/b/", None),
-            ("//admin/./users/%7Euser?q=%2e%2e", "/admin/users/~user?q=%2e%2e", Some(&admin)),
-            ("/api/%e2%82%ac/x", "/api/%E2%82%AC/x", Some(&admin)),
-        ] {
-            let before = h.calls();
-            let seen = h.raw_get(raw, token.map(String::as_str)).await.seen(&h, before);
-            assert_eq!(seen.path, normal, "{server:?} {raw}");
-            assert_eq!(seen.principal.is_some(), token.is_some());
-        }
+async fn with_rewrite_the_inner_service_sees_the_normalised_path_and_the_query() {
+    let h = harness(Server::Hyper, policy()).await;
+    let admin = h.issuer.token().scope("admin").sign();
+    for (raw, normal, token) in [
+        ("/public/./a//b?x=1&y=%2F", "/public/a/b?x=1&y=%2F", None),
+        ("/public/a/../b/", "/public/b/", None),
+        ("//admin/./users/%7Euser?q=%2e%2e", "/admin/users/~user?q=%2e%2e", Some(&admin)),
+        ("/api/%e2%82%ac/x", "/api/%E2%82%AC/x", Some(&admin)),
+    ] {
+        let before = h.calls();
+        let seen = h.raw_get(raw, token.map(String::as_str)).await.seen(&h, before);
+        assert_eq!(seen.path, normal, "{raw}");
+        assert_eq!(seen.principal.is_some(), token.is_some());
     }
+}
+
+/// With axum's `Router::layer` routing has already happened when the layer runs, so a
+/// rewritten path would be judged on one path while the handler of another runs. The default,
+/// `NonCanonicalPath::Refuse`, answers 400 for any admitted request whose raw path is not its
+/// normalised form; canonical paths pass as usual.
+#[tokio::test]
+async fn by_default_non_canonical_paths_are_refused_before_the_app_runs() {
+    let h = harness(Server::Axum, policy()).await;
+    let admin = h.issuer.token().scope("admin").sign();
+    for (raw, token) in [
+        ("/public/./a//b?x=1", None),
+        ("/public/a/../b/", None),
+        ("/admin/../x", Some(&admin)),
+        ("//admin/./users/%7Euser", Some(&admin)),
+        ("/api/%e2%82%ac/x", Some(&admin)),
+        ("/%61pi/x", Some(&admin)),
+    ] {
+        let before = h.calls();
+        let reply = h.raw_get(raw, token.map(String::as_str)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{raw}: {}", reply.text);
+        reply.assert_invalid_request("the request path is not in normalised form");
+        assert_eq!(h.calls(), before, "{raw}");
+    }
+    let before = h.calls();
+    let seen = h.raw_get("/api/%E2%82%AC/x?q=1", Some(&admin)).await.seen(&h, before);
+    assert_eq!(seen.path, "/api/%E2%82%AC/x?q=1");
+}
+
+/// The attack the default refusal stops: axum routes `/users/%2e%2e/keys` to the keys handler
+/// (with `id = ".."`), while the normalised path `/keys` matches no scoped rule.
+#[tokio::test]
+async fn axum_distinct_routes_cannot_be_reached_around_their_rule() {
+    use axum::routing::get;
+    let (issuer, clock) = tokengate_tests::start_issuer().await;
+    let policy = RoutePolicy::new()
+        .rule(Rule::new("/users/{id}/keys", Requirement::local().with_scopes(["keys"])).expect("rule"))
+        .rule(Rule::new("/admin/*", Requirement::local().with_scopes(["admin"])).expect("rule"));
+    let layer = tokengate_tests::build_layer(
+        TokenGateBuilder::default().issuer(issuer_config(&issuer)),
+        &clock,
+        policy,
+    )
+    .await;
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = |name: &'static str| {
+        let hits = hits.clone();
+        move || {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { name }
+        }
+    };
+    let router = axum::Router::new()
+        .route("/users/{id}/keys", get(counted("keys")))
+        .route("/admin/{*rest}", get(counted("admin")))
+        .route("/keys", get(counted("plain keys")))
+        .layer(layer);
+    let (addr, _guard) = tokengate_tests::serve_router(router).await;
+    let token = issuer.token().scope("read").sign();
+    for path in ["/users/%2e%2e/keys", "/users/./keys", "/admin/..", "/admin/%2e%2e/keys", "//users/1/keys"] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, text) = tokengate_tests::raw_exchange(addr, request.as_bytes()).await;
+        assert!(status == 400 || status == 403, "{path}: {status} {text}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "{path} reached a handler: {text}");
+    }
+    // The canonical path with the right scope does reach the handler.
+    let keys = issuer.token().scope("keys").sign();
+    let request = format!(
+        "GET /users/7/keys HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {keys}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, text) = tokengate_tests::raw_exchange(addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("keys"), "{text}");
 }
 
 #[tokio::test]
@@ -96,6 +168,7 @@ async fn ambiguous_paths_are_an_invalid_request() {
             "/public/%25",
             "/public/%252e%252e/admin",
             "/admin;jsessionid=1/users",
+            "/admin%3Bjsessionid=1/users",
             "/public/x;a=b",
             "/public/%00",
             "/public/%zz",

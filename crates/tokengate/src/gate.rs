@@ -18,6 +18,7 @@ use crate::jwks::RefresherGuard;
 use crate::jwt::{self, IssuerVerifier, VerifyError};
 use crate::policy::{Mode, NormalizedPath, Requirement, RoutePolicy};
 use crate::revocation::RevocationList;
+use crate::service::NonCanonicalPath;
 use crate::token_cache::{TokenCache, Verified, token_hash};
 
 /// Reason given while a route is in mode `introspect` but no introspection endpoint is set up:
@@ -37,6 +38,7 @@ pub struct Gate {
     pub(crate) introspector: Option<Introspector>,
     pub(crate) token_cache: Option<TokenCache>,
     pub(crate) revocations: RevocationList,
+    pub(crate) non_canonical_path: NonCanonicalPath,
     /// Keeps the key refreshers running; dropping the gate stops them.
     pub(crate) _refreshers: Vec<RefresherGuard>,
 }
@@ -279,6 +281,11 @@ impl Gate {
             cache.invalidate(key);
             None
         }
+    }
+
+    /// What the tower service does with a request whose raw path is not normalised.
+    pub fn non_canonical_path(&self) -> NonCanonicalPath {
+        self.non_canonical_path
     }
 
     /// Tokens held by the verified-token cache (approximate).

@@ -31,7 +31,7 @@ use crate::policy::{Mode, RoutePolicy};
 use crate::revocation::{
     DEFAULT_CAPACITY as DEFAULT_REVOCATION_CAPACITY, DEFAULT_MAX_TOKEN_LIFETIME, RevocationList,
 };
-use crate::service::TokenGate;
+use crate::service::{NonCanonicalPath, TokenGate};
 use crate::token_cache::{TokenCache, TokenCacheConfig};
 
 /// Default `WWW-Authenticate` realm.
@@ -280,9 +280,18 @@ pub struct TokenGateBuilder {
     introspection: Option<IntrospectionConfig>,
     revocations: Option<RevocationList>,
     token_cache: Option<Option<TokenCacheConfig>>,
+    non_canonical_path: NonCanonicalPath,
 }
 
 impl TokenGateBuilder {
+    /// What the tower service does with an admitted request whose raw path is not its
+    /// normalised form (`//admin`, `/a/../b`): refuse with 400 (the default), or rewrite it —
+    /// only where the inner service routes after the layer; see [`NonCanonicalPath`].
+    pub fn non_canonical_path(mut self, handling: NonCanonicalPath) -> Self {
+        self.non_canonical_path = handling;
+        self
+    }
+
     /// Sizes the verified-token cache, or turns it off with `None` (default: on, 100 000
     /// tokens, 64 MiB).
     pub fn token_cache(mut self, config: Option<TokenCacheConfig>) -> Self {
@@ -359,6 +368,7 @@ impl TokenGateBuilder {
         if self.issuers.is_empty() {
             return Err(BuildError("no issuer is configured".into()));
         }
+        self.policy.validate().map_err(|e| BuildError(format!("policy: {e}")))?;
         let clock: SharedClock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let client = match self.http_client {
             Some(client) => client,
@@ -406,6 +416,7 @@ impl TokenGateBuilder {
             introspector,
             token_cache: self.token_cache.unwrap_or(Some(TokenCacheConfig::default())).map(TokenCache::new),
             revocations,
+            non_canonical_path: self.non_canonical_path,
             _refreshers: refreshers,
         };
         Ok(TokenGateLayer { gate: Arc::new(gate) })

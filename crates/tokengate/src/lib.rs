@@ -70,4 +70,4 @@ pub use introspect::{ClientAuth, IntrospectionConfig};
 pub use jsonwebtoken::Algorithm;
 pub use layer::{BuildError, IssuerConfig, TokenGateBuilder, TokenGateLayer};
 pub use revocation::RevocationList;
-pub use service::{ResponseBody, ResponseFuture, TokenGate};
+pub use service::{NonCanonicalPath, ResponseBody, ResponseFuture, TokenGate};

@@ -7,9 +7,10 @@
 //! - percent-encoded unreserved characters (`%41`, `%2e`, `%7E`) are decoded; every other
 //!   escape is kept, with upper-case hex;
 //! - `.` and `..` segments are resolved (never above the root), repeated `/` collapse;
-//! - an encoded `/`, `\` or `%`, an encoded control character, a raw `\`, a `;` (path
+//! - an encoded `/`, `\`, `%` or `;`, an encoded control character, a raw `\`, a `;` (path
 //!   parameters), or an invalid escape makes the request a 400: such paths mean different
-//!   things to different servers, so they are refused rather than guessed at.
+//!   things to different servers (Tomcat and Spring decode `%3B` into a path parameter), so
+//!   they are refused rather than guessed at.
 //!
 //! Patterns: exact (`/health`), prefix (`/admin/*`, which covers `/admin` itself and everything
 //! below it), and `{name}` segments matching one non-empty segment (`/users/{id}/keys`). A
@@ -118,6 +119,37 @@ impl Requirement {
     pub fn deny() -> Self {
         Self::new(Mode::Deny)
     }
+}
+
+impl Requirement {
+    /// Checks that the requirement means what it says:
+    ///
+    /// - scopes only on modes that require a token (`local`, `introspect`): on `public` they
+    ///   would be ignored, and on `optional` a request without a token would pass a route whose
+    ///   configuration seems to demand a scope — a silent weakening, so it is refused;
+    /// - every scope a non-empty RFC 6749 §3.3 `scope-token` (`%x21 / %x23-5B / %x5D-7E`),
+    ///   so it can be compared with a token's scopes and quoted in `WWW-Authenticate`.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if !self.scopes.is_empty() && !matches!(self.mode, Mode::Local | Mode::Introspect) {
+            return Err(PolicyError(format!(
+                "mode {} cannot require scopes (it does not require a token); use local or introspect",
+                self.mode.as_str()
+            )));
+        }
+        for scope in self.scopes.iter() {
+            if !is_scope_token(scope) {
+                return Err(PolicyError(format!(
+                    "scope {scope:?} is not a valid scope token (RFC 6749 §3.3: printable ASCII, no space, '\"' or '\\')"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty() && scope.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 impl Default for Requirement {
@@ -230,9 +262,12 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// A rule for `pattern` and every method.
+    /// A rule for `pattern` and every method. Refuses an invalid pattern, and a requirement
+    /// that [`Requirement::validate`] refuses.
     pub fn new(pattern: &str, requirement: Requirement) -> Result<Self, PolicyError> {
-        Ok(Self { methods: Vec::new(), pattern: PathPattern::parse(pattern)?, requirement })
+        let pattern = PathPattern::parse(pattern)?;
+        requirement.validate().map_err(|e| PolicyError(format!("route {:?}: {e}", pattern.as_str())))?;
+        Ok(Self { methods: Vec::new(), pattern, requirement })
     }
 
     /// Restricts the rule to `methods` (a `GET` rule also covers `HEAD`).
@@ -299,6 +334,18 @@ impl RoutePolicy {
         &self.rules
     }
 
+    /// Checks every rule's requirement and the default's (see [`Requirement::validate`]).
+    /// [`Rule::new`] already checked the rules; the builder calls this for the default.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        self.default.validate().map_err(|e| PolicyError(format!("default requirement: {e}")))?;
+        for rule in &self.rules {
+            rule.requirement
+                .validate()
+                .map_err(|e| PolicyError(format!("route {:?}: {e}", rule.pattern.as_str())))?;
+        }
+        Ok(())
+    }
+
     /// Whether any rule (or the default) uses `mode`.
     pub fn uses_mode(&self, mode: Mode) -> bool {
         self.default.mode == mode || self.rules.iter().any(|r| r.requirement.mode == mode)
@@ -344,7 +391,7 @@ pub fn normalize_path(raw: &str) -> Result<String, AuthError> {
                 let value = (hex_value(hex[0]).ok_or(BAD_PATH)? << 4) | hex_value(hex[1]).ok_or(BAD_PATH)?;
                 if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
                     decoded.push(value as char);
-                } else if matches!(value, b'/' | b'\\' | b'%') || value.is_ascii_control() {
+                } else if matches!(value, b'/' | b'\\' | b'%' | b';') || value.is_ascii_control() {
                     return Err(BAD_PATH);
                 } else {
                     decoded.push('%');
@@ -433,6 +480,8 @@ mod tests {
             "/a%2",
             "/a%25",
             "/a%00",
+            "/a%3Bjsessionid=1",
+            "/a%3b",
             "*",
             "admin",
         ] {
@@ -484,6 +533,21 @@ mod tests {
             .default_requirement(Requirement::public());
         assert_eq!(mode_of(&p, Method::HEAD, "/r"), Mode::Introspect);
         assert_eq!(mode_of(&p, Method::POST, "/r"), Mode::Public);
+    }
+
+    #[test]
+    fn scopes_need_a_required_token_and_valid_names() {
+        for mode in [Mode::Public, Mode::Optional, Mode::Deny] {
+            let error = Rule::new("/x", Requirement::new(mode).with_scopes(["read"])).unwrap_err();
+            assert!(error.0.contains("cannot require scopes"), "{error}");
+        }
+        for bad in ["", "has space", "quote\"", "back\\slash", "é"] {
+            let error = Rule::new("/x", Requirement::local().with_scopes([bad])).unwrap_err();
+            assert!(error.0.contains("not a valid scope token"), "{bad}: {error}");
+        }
+        assert!(Rule::new("/x", Requirement::introspect().with_scopes(["read:all", "urn:x/y"])).is_ok());
+        let policy = RoutePolicy::new().default_requirement(Requirement::optional().with_scopes(["a"]));
+        assert!(policy.validate().unwrap_err().0.starts_with("default requirement:"));
     }
 
     #[test]

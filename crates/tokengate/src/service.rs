@@ -3,8 +3,14 @@
 //!
 //! A request is decided synchronously by [`Gate::authorize`]; a refusal becomes a ready
 //! response without touching the inner service, and an admitted request is passed on with its
-//! path normalised and its [`Principal`](crate::Principal) in the extensions. The future is a
-//! `pin-project-lite` enum: nothing is boxed on this path.
+//! [`Principal`](crate::Principal) in the extensions. The future is a `pin-project-lite` enum:
+//! nothing is boxed on this path.
+//!
+//! The rules judge the *normalised* path. When the raw path differs (`//admin`, `/a/../b`,
+//! `%61`), what happens is [`NonCanonicalPath`]'s choice: refused with 400 by default, because
+//! the layer cannot know whether the inner service routes on the raw path — axum's
+//! `Router::layer` runs *after* routing, so a rewritten URI would be judged on one path while
+//! the handler chosen for another runs — or rewritten, for services that route after the layer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +26,21 @@ use tower::Service;
 
 use crate::error::AuthError;
 use crate::gate::{Authorized, Gate, Step};
+
+/// What the layer does with an admitted request whose raw path is not its normalised form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NonCanonicalPath {
+    /// Answer 400 `invalid_request` (the default). Always safe, wherever the inner service
+    /// routes: it only ever sees paths that are their own normalised form, so the rule that
+    /// was applied is the rule for the path it routes on.
+    #[default]
+    Refuse,
+    /// Replace the path with the normalised one (query kept) and call the inner service. Only
+    /// safe when the inner service routes *after* the layer, on the URI it receives — e.g.
+    /// `ServiceBuilder::new().layer(gate).service(router)` or a hyper `service_fn` — and never
+    /// with axum's `Router::layer` / `route_layer`, which route before the layer runs.
+    Rewrite,
+}
 
 /// The service made by [`TokenGateLayer`](crate::TokenGateLayer).
 pub struct TokenGate<S> {
@@ -97,11 +118,19 @@ where
     }
 }
 
-/// Prepares an admitted request for the inner service: the normalised path, the principal,
-/// the gate's context.
+/// Why a non-canonical path is refused in [`NonCanonicalPath::Refuse`].
+const NON_CANONICAL: AuthError = AuthError::InvalidRequest("the request path is not in normalised form");
+
+/// Prepares an admitted request for the inner service: its path (see [`NonCanonicalPath`]),
+/// the principal, the gate's context.
 fn admit<B>(gate: &Gate, request: &mut Request<B>, authorized: Authorized) -> Result<(), AuthError> {
     if authorized.path.as_str() != request.uri().path() {
-        *request.uri_mut() = with_path(request.uri(), authorized.path.as_str())?;
+        match gate.non_canonical_path() {
+            NonCanonicalPath::Refuse => return Err(NON_CANONICAL),
+            NonCanonicalPath::Rewrite => {
+                *request.uri_mut() = with_path(request.uri(), authorized.path.as_str())?;
+            }
+        }
     }
     let extensions = request.extensions_mut();
     extensions.insert(gate.context().clone());
