@@ -62,6 +62,62 @@ async fn accepts_ps256_when_the_jwk_does_not_pin_rs256() {
     }
 }
 
+/// Every asymmetric algorithm tokengate supports, each verified and showing its claims: the
+/// JWKS inline with `alg` unpinned, so the one RSA key serves RS* and PS*, and the P-256 and
+/// P-384 keys fit ES256 and ES384 by their curve.
+#[tokio::test]
+async fn accepts_every_asymmetric_algorithm() {
+    const ALL: [Algorithm; 9] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+    for server in SERVERS {
+        let h = Harness::start(server, RoutePolicy::new(), |issuer| {
+            let mut jwks = issuer.jwks();
+            for key in jwks["keys"].as_array_mut().expect("keys") {
+                key.as_object_mut().expect("a JWK object").remove("alg");
+            }
+            TokenGateBuilder::default()
+                .issuer(bare_issuer_config(issuer).algorithms(ALL).jwks(jwks.to_string()))
+        })
+        .await;
+        for alg in ALL {
+            let (token, claims) = mint(h.issuer.token().alg(alg).scope("read"));
+            let seen = h.accepted(API_PATH, Some(&token)).await;
+            assert_principal(&seen, &h.issuer.url(), &claims);
+            assert_eq!(seen.principal().scopes, ["read"], "{server:?} {alg:?}");
+        }
+    }
+}
+
+/// HS384 and HS512 as well as HS256, each with a secret long enough for it (RFC 7518 §3.2).
+#[tokio::test]
+async fn accepts_every_hmac_algorithm() {
+    const SECRET: [u8; 64] = [0x6b; 64];
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let h = Harness::start(Server::Axum, RoutePolicy::new(), |issuer| {
+            TokenGateBuilder::default().issuer(
+                IssuerConfig::new(issuer.url())
+                    .audience(issuer.audience())
+                    .algorithms([alg])
+                    .hmac_secret(SECRET),
+            )
+        })
+        .await;
+        let builder = h.issuer.token().without_header("kid").scope("read");
+        let claims = builder.clone().parts().1;
+        let seen = h.accepted(API_PATH, Some(&builder.sign_hmac(alg, &SECRET))).await;
+        assert_principal(&seen, &h.issuer.url(), &claims);
+    }
+}
+
 #[tokio::test]
 async fn accepts_tokens_verified_with_pem_keys() {
     let h = Harness::start(Server::Hyper, RoutePolicy::new(), |issuer| {

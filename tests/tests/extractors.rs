@@ -49,9 +49,17 @@ async fn maybe_typed(State(calls): State<Calls>, claims: Option<Claims<MyClaims>
     Json(json!({ "tenant": claims.map(|Claims(c)| c.tenant) }))
 }
 
+async fn maybe_whoami(State(calls): State<Calls>, principal: Option<Principal>) -> Json<Value> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    Json(
+        json!({ "subject": principal.as_ref().and_then(|p| p.subject()), "claims": principal.map(|p| p.claims().clone()) }),
+    )
+}
+
 fn router(calls: Calls) -> Router {
     Router::new()
         .route("/whoami", get(whoami))
+        .route("/optional/maybe", get(maybe_whoami))
         .route("/typed", get(typed))
         .route("/optional/typed", get(maybe_typed))
         .route("/optional/whoami", get(whoami))
@@ -151,6 +159,32 @@ async fn optional_claims_on_an_optional_route_without_a_token_is_none() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.body, json!({ "tenant": "acme" }));
     assert_eq!(app.calls(), 2);
+}
+
+#[tokio::test]
+async fn optional_principal_is_none_without_a_token_and_the_caller_with_one() {
+    let app = App::start(true).await;
+    let reply = app.get("/optional/maybe", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({ "subject": null, "claims": null }));
+
+    let (token, claims) = tokengate_tests::mint(app.issuer.token().sub("user-9"));
+    let reply = app.get("/optional/maybe", Some(&token)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({ "subject": "user-9", "claims": claims }));
+
+    // On an optional route a token that is sent must still be valid.
+    let expired = app.issuer.token().expires_in(-600).sign();
+    app.get("/optional/maybe", Some(&expired)).await.assert_invalid_token("the token has expired");
+    assert_eq!(app.calls(), 2);
+}
+
+#[tokio::test]
+async fn optional_principal_without_the_layer_is_still_the_wiring_500() {
+    let app = App::start(false).await;
+    let reply = app.get("/optional/maybe", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", reply.text);
+    assert_eq!(app.calls(), 0);
 }
 
 /// A handler that insists on a `Principal` on an optional route gets the layer's own 401 with

@@ -2,44 +2,47 @@
 //! validly signed token is answered 4xx — never 2xx, never 5xx, never a panic — and the inner
 //! service never runs.
 //!
-//! This one runs in process (`tower::ServiceExt::oneshot`): no network is needed to decide a
-//! request, and thousands of calls stay fast. One tokio runtime is made for the whole test.
+//! Every case is a real HTTP/1.1 request over loopback to a hyper server with the layer in
+//! front of a counting `service_fn`, sent on a fresh hyper client connection so the header bytes
+//! and the request-target reach the server exactly as generated. One tokio runtime (current
+//! thread) serves and sends for the whole test.
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
-use http_body_util::Full;
+use http::{HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{Value, json};
+use tokengate::TokenGateBuilder;
 use tokengate::policy::{Requirement, RoutePolicy, Rule};
-use tokengate::{ResponseBody, TokenGateBuilder};
-use tower::util::BoxCloneService;
-use tower::{Layer, ServiceExt};
+use tokengate_tests::ServerGuard;
 
 /// Cases per strategy: enough to cover the shapes, small enough for a fast suite.
 const CASES: u32 = 256;
 
-type Service = BoxCloneService<Request<Full<Bytes>>, Response<ResponseBody<Full<Bytes>>>, Infallible>;
-
 struct Fixture {
     runtime: tokio::runtime::Runtime,
-    service: Service,
+    addr: SocketAddr,
     calls: Arc<AtomicUsize>,
     issuer_url: String,
     audience: String,
+    _server: ServerGuard,
+    _issuer: tokengate_testkit::Issuer,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-        let (issuer_url, audience, layer) = runtime.block_on(async {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (issuer, addr, server) = runtime.block_on(async {
             let issuer = tokengate_testkit::Issuer::start().await;
             let policy = RoutePolicy::new()
                 .rule(Rule::new("/admin/*", Requirement::local().with_scopes(["admin"])).expect("rule"))
@@ -54,30 +57,42 @@ impl Fixture {
                 .build()
                 .await
                 .expect("the layer builds");
-            (issuer.url(), issuer.audience(), layer)
+            let (addr, server) = tokengate_tests::serve_hyper(layer, calls.clone()).await;
+            (issuer, addr, server)
         });
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counter = calls.clone();
-        let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner")))))
-        });
-        Fixture { runtime, service: BoxCloneService::new(layer.layer(inner)), calls, issuer_url, audience }
+        Fixture {
+            runtime,
+            addr,
+            calls,
+            issuer_url: issuer.url(),
+            audience: issuer.audience(),
+            _server: server,
+            _issuer: issuer,
+        }
     }
 
-    /// Sends one request and checks the property.
+    /// Sends one request over loopback and checks the property.
     fn check(&self, path: &str, authorization: Option<HeaderValue>) -> Result<(), TestCaseError> {
         let before = self.calls.load(Ordering::SeqCst);
-        let mut request = Request::get(path);
-        if let Some(value) = authorization {
-            request = request.header(header::AUTHORIZATION, value);
-        }
-        let request = request.body(Full::new(Bytes::new())).expect("a valid request");
-        let response = self.runtime.block_on(self.service.clone().oneshot(request)).expect("infallible");
-        let status = response.status();
+        let status = self.runtime.block_on(self.send(path, authorization));
         prop_assert!(status.is_client_error(), "status {} for path {:?}", status, path);
         prop_assert_eq!(self.calls.load(Ordering::SeqCst), before, "the inner service ran");
         Ok(())
+    }
+
+    async fn send(&self, path: &str, authorization: Option<HeaderValue>) -> StatusCode {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        let driver = tokio::spawn(connection);
+        let mut request = Request::get(path).header(header::HOST, self.addr.to_string());
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let request = request.body(Empty::<Bytes>::new()).expect("a valid request");
+        let status = sender.send_request(request).await.expect("an answer").status();
+        driver.abort();
+        status
     }
 }
 

@@ -77,13 +77,13 @@ async fn bearer_with_empty_or_invalid_credentials_is_an_invalid_request() {
 #[tokio::test]
 async fn bearer_scheme_is_case_insensitive() {
     let h = default_harness(tokengate_tests::Server::Axum).await;
-    let token = h.issuer.token().sign();
+    let (token, claims) = tokengate_tests::mint(h.issuer.token());
     for scheme in ["bearer", "BEARER", "bEaReR"] {
         let request = h.client.get(h.url(API_PATH)).header(AUTHORIZATION, format!("{scheme}  {token}"));
         let before = h.calls();
         let reply = h.send(request).await;
         let seen = reply.seen(&h, before);
-        assert_eq!(seen.principal().subject.as_deref(), Some("user-1"));
+        tokengate_tests::assert_principal(&seen, &h.issuer.url(), &claims);
     }
 }
 
@@ -108,8 +108,56 @@ async fn insufficient_scope_is_403_naming_the_scope() {
         let token = h.issuer.token().scope("administrator admin:read").sign();
         h.refused_at("/admin/users", Some(&token)).await.assert_insufficient_scope("admin");
 
-        let token = h.issuer.token().scope("read admin").sign();
+        let (token, claims) = tokengate_tests::mint(h.issuer.token().scope("read admin"));
         let seen = h.accepted("/admin/users", Some(&token)).await;
-        assert!(seen.principal().scopes.contains(&"admin".to_owned()));
+        tokengate_tests::assert_principal(&seen, &h.issuer.url(), &claims);
+        assert_eq!(seen.principal().scopes, ["read", "admin"]);
+    }
+}
+
+/// A renderer of the user's own: the body changes, the status and the RFC 6750 challenge stay
+/// what the pipeline decided, and the inner service still never runs.
+#[tokio::test]
+async fn a_custom_error_renderer_changes_the_body_not_the_decision() {
+    struct ProblemJson;
+    impl tokengate::ErrorRenderer for ProblemJson {
+        fn render(&self, error: &tokengate::AuthError, realm: &str) -> http::Response<bytes::Bytes> {
+            let body = serde_json::json!({
+                "type": "about:blank",
+                "status": error.status().as_u16(),
+                "title": error.code().unwrap_or("unauthorized"),
+            });
+            let mut response = http::Response::new(bytes::Bytes::from(body.to_string()));
+            *response.status_mut() = error.status();
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/problem+json"),
+            );
+            if let Some(challenge) = tokengate::error::www_authenticate(error, realm) {
+                response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
+            }
+            response
+        }
+    }
+    for server in SERVERS {
+        let h = Harness::start(server, RoutePolicy::new(), |issuer| {
+            TokenGateBuilder::default().issuer(issuer_config(issuer)).error_renderer(ProblemJson).realm("api")
+        })
+        .await;
+        let expired = h.issuer.token().expires_in(-600).sign();
+        let reply = h.refused(&expired).await;
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.headers["content-type"], "application/problem+json");
+        assert_eq!(
+            reply.body,
+            serde_json::json!({ "type": "about:blank", "status": 401, "title": "invalid_token" })
+        );
+        assert!(
+            reply
+                .www_authenticate()
+                .is_some_and(|c| c.starts_with("Bearer realm=\"api\", error=\"invalid_token\"")),
+            "{:?}",
+            reply.www_authenticate()
+        );
     }
 }

@@ -40,11 +40,12 @@ async fn expired_token_is_refused_once_the_leeway_has_passed() {
 #[tokio::test]
 async fn nbf_in_the_future_is_refused() {
     let h = default_harness(Server::Axum).await;
-    let token = h.issuer.token().claim("nbf", json!(T0 + 120)).sign();
+    let (token, claims) = mint(h.issuer.token().claim("nbf", json!(T0 + 120)));
     h.refused(&token).await.assert_invalid_token("the token is not valid yet");
     // Once the clocks reach nbf - leeway, the same token passes.
     h.advance(90);
-    h.accepted(API_PATH, Some(&token)).await;
+    let seen = h.accepted(API_PATH, Some(&token)).await;
+    assert_principal(&seen, &h.issuer.url(), &claims);
 }
 
 #[tokio::test]
@@ -130,7 +131,9 @@ async fn algorithm_outside_the_issuers_allow_list_is_refused() {
     h.refused(&token).await.assert_invalid_token(ALG_NOT_ALLOWED);
     let token = h.issuer.token().alg(Algorithm::ES256).sign();
     h.refused(&token).await.assert_invalid_token(ALG_NOT_ALLOWED);
-    h.accepted(API_PATH, Some(&h.issuer.token().sign())).await;
+    let (token, claims) = mint(h.issuer.token());
+    let seen = h.accepted(API_PATH, Some(&token)).await;
+    assert_principal(&seen, &h.issuer.url(), &claims);
 }
 
 #[tokio::test]

@@ -6,7 +6,10 @@
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, EcdsaSigningAlgorithm,
+    Ed25519KeyPair, KeyPair as _,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -22,19 +25,21 @@ pub enum KeyKind {
     Rsa,
     /// ECDSA P-256: signs ES256; published with `alg: ES256`.
     P256,
+    /// ECDSA P-384: signs ES384; published with `alg: ES384`.
+    P384,
     /// Ed25519: signs EdDSA; published with `alg: EdDSA`.
     Ed25519,
 }
 
 impl KeyKind {
     /// Every family, in the order the issuer creates and publishes them.
-    pub const ALL: [KeyKind; 3] = [KeyKind::Rsa, KeyKind::P256, KeyKind::Ed25519];
+    pub const ALL: [KeyKind; 4] = [KeyKind::Rsa, KeyKind::P256, KeyKind::P384, KeyKind::Ed25519];
 
     /// The family whose key signs `alg`.
     ///
     /// # Panics
-    /// For HMAC algorithms (use `TokenBuilder::sign_hmac`), ES384 (the issuer has no P-384
-    /// key) and any algorithm added to jsonwebtoken later.
+    /// For HMAC algorithms (use `TokenBuilder::sign_hmac`) and any algorithm added to
+    /// jsonwebtoken later.
     pub fn for_algorithm(alg: Algorithm) -> KeyKind {
         match alg {
             Algorithm::RS256
@@ -44,6 +49,7 @@ impl KeyKind {
             | Algorithm::PS384
             | Algorithm::PS512 => KeyKind::Rsa,
             Algorithm::ES256 => KeyKind::P256,
+            Algorithm::ES384 => KeyKind::P384,
             Algorithm::EdDSA => KeyKind::Ed25519,
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
                 panic!("tokengate-testkit: {alg:?} has no issuer key; use TokenBuilder::sign_hmac")
@@ -57,15 +63,17 @@ impl KeyKind {
         match self {
             KeyKind::Rsa => Algorithm::RS256,
             KeyKind::P256 => Algorithm::ES256,
+            KeyKind::P384 => Algorithm::ES384,
             KeyKind::Ed25519 => Algorithm::EdDSA,
         }
     }
 
-    /// The prefix of this family's kids: `rsa-1`, `ec-1`, `ed-1`.
+    /// The prefix of this family's kids: `rsa-1`, `ec-1`, `ec384-1`, `ed-1`.
     pub(crate) fn kid_prefix(self) -> &'static str {
         match self {
             KeyKind::Rsa => "rsa",
             KeyKind::P256 => "ec",
+            KeyKind::P384 => "ec384",
             KeyKind::Ed25519 => "ed",
         }
     }
@@ -87,7 +95,8 @@ impl SigningKey {
     pub(crate) fn generate(kind: KeyKind, kid: &str) -> SigningKey {
         let (encoding, mut jwk, spki_der) = match kind {
             KeyKind::Rsa => generate_rsa(),
-            KeyKind::P256 => generate_p256(),
+            KeyKind::P256 => generate_ec(&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256"),
+            KeyKind::P384 => generate_ec(&ECDSA_P384_SHA384_FIXED_SIGNING, "P-384"),
             KeyKind::Ed25519 => generate_ed25519(),
         };
         jwk["kid"] = json!(kid);
@@ -127,20 +136,21 @@ fn generate_rsa() -> (EncodingKey, Value, Vec<u8>) {
     (encoding, jwk, spki.as_ref().to_vec())
 }
 
-fn generate_p256() -> (EncodingKey, Value, Vec<u8>) {
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 keygen");
-    let pkcs8 = pair.to_pkcs8v1().expect("P-256 PKCS#8 export");
+/// An ECDSA key on the curve of `alg`, published as a JWK with `crv`.
+fn generate_ec(alg: &'static EcdsaSigningAlgorithm, crv: &str) -> (EncodingKey, Value, Vec<u8>) {
+    let pair = EcdsaKeyPair::generate(alg).expect("ECDSA keygen");
+    let pkcs8 = pair.to_pkcs8v1().expect("ECDSA PKCS#8 export");
     let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
-    // The public key is the SEC1 uncompressed point: 0x04 || x || y, 32 bytes each.
+    // The public key is the SEC1 uncompressed point: 0x04 || x || y, each half the rest.
     let point = pair.public_key().as_ref();
-    let (x, y) = point[1..].split_at(32);
+    let (x, y) = point[1..].split_at((point.len() - 1) / 2);
     let jwk = json!({
         "kty": "EC",
-        "crv": "P-256",
+        "crv": crv,
         "x": URL_SAFE_NO_PAD.encode(x),
         "y": URL_SAFE_NO_PAD.encode(y),
     });
-    let spki = pair.public_key().as_der().expect("P-256 SPKI export");
+    let spki = pair.public_key().as_der().expect("ECDSA SPKI export");
     (encoding, jwk, spki.as_ref().to_vec())
 }
 

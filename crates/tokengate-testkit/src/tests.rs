@@ -91,7 +91,7 @@ async fn jwks_has_etag_cache_control_and_304() {
     assert_eq!(body, issuer.jwks());
     let kids: HashSet<&str> =
         body["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
-    assert_eq!(kids, HashSet::from(["rsa-1", "ec-1", "ed-1"]));
+    assert_eq!(kids, HashSet::from(["rsa-1", "ec-1", "ec384-1", "ed-1"]));
     for key in body["keys"].as_array().unwrap() {
         assert_eq!(key["use"], "sig");
     }
@@ -112,12 +112,12 @@ async fn rotation_and_removal() {
     let new_kid = issuer.rotate(KeyKind::P256);
     assert_eq!(new_kid, "ec-2");
     assert_eq!(issuer.kid(KeyKind::P256), "ec-2");
-    assert_eq!(issuer.jwks()["keys"].as_array().unwrap().len(), 4);
+    assert_eq!(issuer.jwks()["keys"].as_array().unwrap().len(), 5);
     let token = issuer.token().alg(Algorithm::ES256).sign();
     assert!(verify(&issuer, &token, Algorithm::ES256).await.is_ok());
 
     issuer.remove_key("ec-1");
-    assert_eq!(issuer.jwks()["keys"].as_array().unwrap().len(), 3);
+    assert_eq!(issuer.jwks()["keys"].as_array().unwrap().len(), 4);
     let old = issuer.token().kid_key("ec-1").sign();
     assert_eq!(verify(&issuer, &old, Algorithm::ES256).await.unwrap_err(), "unknown kid");
 }

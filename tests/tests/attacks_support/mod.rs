@@ -23,7 +23,7 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 use tokengate::clock::ManualClock;
 use tokengate::error::Rejection;
-use tokengate::{Algorithm, IssuerConfig, TokenGateBuilder, TokenGateLayer};
+use tokengate::{Algorithm, IssuerConfig, Principal, TokenGateBuilder, TokenGateLayer};
 use tokengate_testkit::Issuer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -182,12 +182,15 @@ impl Gate {
             .unwrap_or_else(|e| panic!("the gate should build: {e}"));
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = calls.clone();
+        // The handler answers with the claims of the principal the gate handed it, so a
+        // positive control shows what the app saw, not just that it ran.
         let router = Router::new()
-            .fallback(move || {
+            .fallback(move |request: axum::extract::Request| {
                 let seen = seen.clone();
                 async move {
                     seen.fetch_add(1, Ordering::SeqCst);
-                    "upstream reached"
+                    let claims = request.extensions().get::<Principal>().map(|p| p.claims().clone());
+                    axum::Json(json!({ "claims": claims }))
                 }
             })
             .layer(layer.clone());
@@ -243,12 +246,19 @@ impl Gate {
         text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
     }
 
-    /// The token is admitted (a positive control): 200 and one more upstream call.
+    /// The token is admitted (a positive control): 200, one more upstream call, and the app
+    /// saw exactly the token's claims.
     pub async fn assert_accepted(&self, token: &str) {
         let before = self.calls();
         let answer = self.get(token).await;
         assert_eq!(answer.status, 200, "a good token must pass: {answer:?}");
         assert_eq!(self.calls(), before + 1);
+        let seen: Value = serde_json::from_str(&answer.body).expect("the app answers JSON");
+        let payload = token.split('.').nth(1).expect("a JWS payload");
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url payload"))
+                .expect("JSON");
+        assert_eq!(seen["claims"], claims, "the app must see the token's claims");
     }
 
     /// 401 `invalid_token` with `rejection`'s description; the upstream saw nothing.
