@@ -1,0 +1,208 @@
+//! The checks behind every fuzz target, one function per target: each takes the fuzzer's bytes,
+//! runs the code under test and asserts its invariants (a panic is a finding).
+//!
+//! `fuzz_targets/*.rs` are one-line wrappers around these, and the workspace test
+//! `tests/tests/fuzz_corpus.rs` includes this file (`#[path]`) to replay every corpus entry in CI
+//! without libFuzzer, so a regression the fuzzer once found fails the ordinary test run.
+
+use http::{HeaderMap, HeaderValue, Method, header};
+use tokengate::Algorithm;
+use tokengate::discovery::{MetadataKind, metadata_url, parse_metadata};
+use tokengate::extract::parse_authorization;
+use tokengate::jwks::{KeyKind, KeySet};
+use tokengate::jwt::{self, VerifyError};
+use tokengate::policy::{Mode, NormalizedPath, PathPattern, normalize_path};
+
+use crate::world::{HMAC_ISSUER, ISSUER, MAX_TOKEN_BYTES, NOW, is_canonical, layer, poll_once};
+
+const ALGORITHMS: [Algorithm; 12] = [
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// `tokengate::extract::parse_authorization` on arbitrary header bytes.
+///
+/// Invariants: never panics; a token it returns is at most the cap, non-empty, and made only of
+/// RFC 6750 `b64token` characters (so nothing after it — a second credential, a comma, a
+/// space — can ride along).
+pub fn authorization_header(data: &[u8]) {
+    for cap in [MAX_TOKEN_BYTES, 16] {
+        if let Ok(Some(token)) = parse_authorization(data, cap) {
+            assert!(!token.is_empty() && token.len() <= cap, "token length {} vs cap {cap}", token.len());
+            let body = token.trim_end_matches('=');
+            assert!(!body.is_empty());
+            assert!(
+                body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)),
+                "not a b64token: {token:?}"
+            );
+            assert!(data.ends_with(token.as_bytes()), "the token is the tail of the header value");
+        }
+    }
+}
+
+/// The whole local verification of an arbitrary token string against a fixed key set:
+/// `tokengate::jwt::verify` with the issuers of the fuzz layer, and `Gate::verify_token`.
+///
+/// Invariants: never panics; the two entry points agree; a token that is accepted is canonical
+/// (three segments of canonical base64url), names a configured issuer, and is under the cap.
+pub fn verify_token(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    let gate = layer().gate();
+    let _ = jwt::decode_unverified(token);
+    let direct = jwt::verify(token, gate.issuers(), NOW, MAX_TOKEN_BYTES);
+    let through_gate = poll_once(gate.verify_token(token)).expect("verify_token never waits on static keys");
+    match (&direct, &through_gate) {
+        (Ok(principal), Ok(again)) => {
+            assert!(token.len() <= MAX_TOKEN_BYTES);
+            assert_eq!(token.split('.').count(), 3, "accepted a token that is not three segments");
+            assert!(is_canonical(token), "accepted a non-canonical encoding: {token:?}");
+            assert!(
+                [ISSUER, HMAC_ISSUER].contains(&principal.issuer()),
+                "accepted for an unconfigured issuer"
+            );
+            assert_eq!(principal.subject(), again.subject());
+        }
+        (Err(VerifyError::UnknownKey { .. }), Err(_)) | (Err(_), Err(_)) => {}
+        (direct, through_gate) => {
+            panic!("jwt::verify says {direct:?}, Gate::verify_token says {through_gate:?}")
+        }
+    }
+}
+
+/// `tokengate::jwks::KeySet::from_jwks` on arbitrary bytes (and `key_from_pem` on the same bytes
+/// as text).
+///
+/// Invariants: never panics; a set it returns is non-empty, every key fits the algorithm it is
+/// pinned to, no key is an HMAC secret (published sets never contribute symmetric keys), and
+/// lookups by `kid` and algorithm only ever return keys that fit.
+pub fn jwks_document(data: &[u8]) {
+    if let Ok((set, _skipped)) = KeySet::from_jwks(data) {
+        assert!(!set.is_empty(), "an Ok key set is never empty");
+        for key in set.keys() {
+            assert_ne!(key.kind(), KeyKind::Hmac, "a JWKS contributed a symmetric key");
+            if let Some(alg) = key.alg() {
+                assert!(key.kind().supports(alg), "key pinned to an algorithm its kind cannot verify");
+            }
+            for alg in ALGORITHMS {
+                for candidate in set.candidates(key.kid(), alg) {
+                    assert!(candidate.fits(alg));
+                    if set.has_kids() {
+                        assert_eq!(candidate.kid(), key.kid());
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(key) = KeySet::key_from_pem(text, Some("k".into()))
+    {
+        assert_ne!(key.kind(), KeyKind::Hmac);
+    }
+}
+
+/// `tokengate::discovery::parse_metadata` and `metadata_url` on arbitrary input: the first line
+/// is the configured issuer, the rest the metadata document.
+///
+/// Invariants: never panics; a document is only ever accepted for exactly the configured issuer.
+pub fn discovery_document(data: &[u8]) {
+    let (issuer, document) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&b"https://idp.example.com"[..], data),
+    };
+    let Ok(issuer) = std::str::from_utf8(issuer) else {
+        return;
+    };
+    if let Ok(metadata) = parse_metadata(issuer, document) {
+        assert_eq!(metadata.issuer, issuer, "metadata accepted for another issuer");
+    }
+    for kind in [MetadataKind::OpenIdConfiguration, MetadataKind::OAuthAuthorizationServer] {
+        if let Ok(url) = metadata_url(issuer, kind) {
+            assert!(url.contains("/.well-known/"), "{url}");
+        }
+    }
+}
+
+/// Route patterns against paths: `PathPattern::parse`, `NormalizedPath::new`, `matches`.
+/// Input: the first line is a pattern, the rest a request path.
+///
+/// Invariants: never panics; a normalised path starts with `/`, has no empty, `.` or `..`
+/// segment except a single trailing `/`, no raw `\`, `;`, space, control or non-ASCII byte, no
+/// encoded `/`, `\`, `%` or control character, and normalising it again changes nothing (so the
+/// path a rule matched is exactly the path forwarded, and a second proxy sees the same thing).
+pub fn route_patterns(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (pattern, path) = text.split_once('\n').unwrap_or((text, text));
+    let pattern = PathPattern::parse(pattern).ok();
+    let Ok(normal) = NormalizedPath::new(path) else {
+        return;
+    };
+    let s = normal.as_str();
+    assert!(s.starts_with('/'), "{s:?}");
+    let inner = s.strip_suffix('/').unwrap_or(s);
+    if !inner.is_empty() {
+        for segment in inner[1..].split('/') {
+            assert!(!segment.is_empty() && segment != "." && segment != "..", "{path:?} -> {s:?}");
+        }
+    }
+    assert!(s.bytes().all(|b| b.is_ascii_graphic() && b != b'\\' && b != b';'), "{path:?} -> {s:?}");
+    let upper = s.to_ascii_uppercase();
+    for bad in ["%2F", "%5C", "%25", "%00", "%2E"] {
+        assert!(!upper.contains(bad), "{path:?} -> {s:?} keeps {bad}");
+    }
+    assert_eq!(normalize_path(s).as_deref(), Ok(s), "normalising is not idempotent for {path:?}");
+    if let Some(pattern) = pattern {
+        let again = NormalizedPath::new(s).expect("idempotent");
+        assert_eq!(pattern.matches(&normal), pattern.matches(&again));
+    }
+}
+
+/// The whole pipeline without a server: `Gate::authorize(method, path, headers)`.
+/// Input: line 1 is the method, line 2 the raw path, every further line one `Authorization`
+/// header value (so duplicates are fuzzed too).
+///
+/// Invariants: never panics and never waits; an admitted request carries a normalised path; a
+/// protected route is only ever admitted with a principal, and a `deny` route never.
+pub fn gate_request(data: &[u8]) {
+    let mut lines = data.split(|&b| b == b'\n');
+    let Some(Ok(method)) = lines.next().map(Method::from_bytes) else {
+        return;
+    };
+    let Some(Ok(path)) = lines.next().map(std::str::from_utf8) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    for value in lines {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.append(header::AUTHORIZATION, value);
+        }
+    }
+    let gate = layer().gate();
+    let decision = poll_once(gate.authorize(&method, path, &headers)).expect("authorize never waits here");
+    if let Ok(authorized) = decision {
+        assert_eq!(normalize_path(path).as_deref(), Ok(authorized.path.as_str()));
+        match authorized.requirement.mode {
+            Mode::Deny | Mode::Introspect => panic!("admitted on a {:?} route", authorized.requirement.mode),
+            Mode::Local => {
+                let principal = authorized.principal.expect("a local route admits only with a principal");
+                for scope in authorized.requirement.scopes.iter() {
+                    assert!(principal.has_scope(scope));
+                }
+            }
+            Mode::Optional | Mode::Public => {}
+        }
+    }
+}
