@@ -100,3 +100,31 @@ fn basic_credentials(id: &str, secret: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
 }
+
+/// `Debug` of every type that holds a secret prints `[redacted]` in its place: an issuer's HMAC
+/// secret, the introspection client secret, the builder holding both, and the built layer.
+#[tokio::test(flavor = "current_thread")]
+async fn debug_output_redacts_every_secret() {
+    let hmac = "hmac-secret-value-long-enough-for-hs256!";
+    let client_secret = "introspection-secret-Qm4";
+    let issuer = IssuerConfig::new("https://hmac.example")
+        .audience("api")
+        .algorithms([Algorithm::HS256])
+        .hmac_secret(hmac.as_bytes());
+    let introspection = IntrospectionConfig::new("http://127.0.0.1:9/introspect", "gateway", client_secret)
+        .issuer("https://hmac.example");
+    let builder = TokenGateLayer::builder().issuer(issuer.clone()).introspection(introspection.clone());
+    let bytes_debug = format!("{:?}", hmac.as_bytes());
+    for debug in [format!("{issuer:?}"), format!("{introspection:?}"), format!("{builder:?}")] {
+        assert!(debug.contains("[redacted]"), "no redaction marker in {debug}");
+        for needle in [hmac, client_secret, bytes_debug.as_str()] {
+            assert!(!debug.contains(needle), "a secret in Debug output: {debug}");
+        }
+    }
+    // The built layer (its gate, issuers, introspector) as well.
+    let layer = builder.fail_fast(false).build().await.expect("builds");
+    let debug = format!("{layer:?} {:?} {:?}", layer.gate(), layer.gate().introspector());
+    for needle in [hmac, client_secret, bytes_debug.as_str()] {
+        assert!(!debug.contains(needle), "a secret in Debug output of the layer: {debug}");
+    }
+}
