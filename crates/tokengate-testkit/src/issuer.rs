@@ -106,6 +106,10 @@ pub enum Fault {
     /// Introspection only: answer 200 `[]` — JSON, but not an object (other endpoints answer as
     /// under [`Fault::Garbage`]).
     NotObject,
+    /// Introspection only: the normal answer with a member `"padding"` of this many `x`s, so the
+    /// body is a valid answer just over that size — for testing a response size cap (other
+    /// endpoints answer normally).
+    Padded(usize),
 }
 
 /// An in-process OAuth2/OIDC issuer serving HTTP on `127.0.0.1`; cheap to clone.
@@ -734,9 +738,10 @@ async fn introspect(
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     let _in_flight = InFlight::enter(&shared);
-    if let Err(response) = shared.arrive(Endpoint::Introspect).await {
-        return response;
-    }
+    let fault = match shared.arrive(Endpoint::Introspect).await {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
     // Parameters must not repeat (RFC 6749 §3.2), which a map would hide.
     let Ok(Form(params)) = form else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
@@ -749,10 +754,13 @@ async fn introspect(
     let Some(token) = single_param(&params, "token") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
     };
-    let body = match shared.introspect(token) {
+    let mut body = match shared.introspect(token) {
         Some(answer) => Value::Object(answer),
         None => json!({ "active": false }),
     };
+    if let (Fault::Padded(bytes), Value::Object(members)) = (fault, &mut body) {
+        members.insert("padding".into(), Value::String("x".repeat(bytes)));
+    }
     json_response(StatusCode::OK, body.to_string())
 }
 

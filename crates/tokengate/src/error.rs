@@ -56,6 +56,9 @@ pub enum Rejection {
     Inactive,
     /// The token is not a JWT and this route only verifies locally.
     OpaqueNotAccepted,
+    /// The route needs introspection, but the introspection endpoint speaks for another of the
+    /// configured issuers: asking it could never confirm this token, so retrying cannot help.
+    IssuerNotIntrospectable,
 }
 
 impl Rejection {
@@ -89,6 +92,7 @@ impl Rejection {
             Rejection::Revoked => "the token has been revoked",
             Rejection::Inactive => "the token is not active",
             Rejection::OpaqueNotAccepted => "this route accepts only JWT access tokens",
+            Rejection::IssuerNotIntrospectable => "the token's issuer cannot be introspected here",
         }
     }
 }

@@ -7,8 +7,6 @@
 use http::{HeaderMap, Method};
 use std::fmt;
 
-use std::sync::Arc;
-
 use crate::claims::{GateContext, Principal, VerifiedBy};
 use crate::clock::SharedClock;
 use crate::error::{AuthError, Rejection};
@@ -131,21 +129,16 @@ impl Gate {
         let Some(introspector) = &self.introspector else {
             return Err(introspection_not_configured());
         };
-        let (issuer, exp) = match &pending.local {
-            Some(local) => (Some(local.issuer()), local.expires_at()),
-            None => (None, None),
-        };
-        let verdict = introspector.check(&pending.token, issuer, exp).await.map_err(outage)?;
+        let exp = pending.local.as_ref().and_then(Principal::expires_at);
+        let verdict = introspector.check(&pending.token, exp).await.map_err(outage)?;
         let principal = match (&*verdict, pending.local) {
             (Verdict::Inactive, _) => return Err(AuthError::InvalidToken(Rejection::Inactive)),
             (Verdict::Active { scopes, .. }, Some(local)) => local.confirmed_by_introspection(scopes.clone()),
             (Verdict::Active { members, .. }, None) => {
-                let issuer = match members.get("iss") {
-                    Some(serde_json::Value::String(iss)) => iss.as_str(),
-                    _ => introspector.issuer().unwrap_or(introspector.endpoint()),
-                };
+                // The answer's `iss`, if any, was checked to be the endpoint's issuer.
+                let issuer = introspector.issuer_arc().clone();
                 let principal =
-                    jwt::principal_from_claims(Arc::from(issuer), members.clone(), VerifiedBy::Introspection)
+                    jwt::principal_from_claims(issuer, members.clone(), VerifiedBy::Introspection)
                         .map_err(AuthError::InvalidToken)?;
                 if self.is_revoked(&principal) {
                     return Err(AuthError::InvalidToken(Rejection::Revoked));
@@ -159,11 +152,12 @@ impl Gate {
 
     /// 7. The revocation list.
     fn is_revoked(&self, principal: &Principal) -> bool {
-        self.revocations.is_revoked(
+        self.revocations.is_token_revoked(
             principal.issuer(),
             principal.token_id(),
             principal.subject(),
             principal.issued_at(),
+            principal.expires_at(),
             self.clock.now(),
         )
     }
@@ -245,8 +239,13 @@ impl Gate {
 
         // 8. Introspection, after local verification so forgeries never cost a call.
         if requirement.mode == Mode::Introspect {
-            if self.introspector.is_none() {
+            let Some(introspector) = &self.introspector else {
                 return Done(Err(introspection_not_configured()));
+            };
+            // The endpoint speaks for one issuer; another issuer's token must never be sent
+            // to it (it would leak the token, and no answer could confirm it).
+            if principal.issuer() != introspector.issuer() {
+                return Done(Err(AuthError::InvalidToken(Rejection::IssuerNotIntrospectable)));
             }
             return Step::Introspect(Box::new(PendingIntrospection {
                 path,

@@ -355,7 +355,9 @@ impl TokenGateBuilder {
         self
     }
 
-    /// Uses this HTTP client for key fetches instead of building one.
+    /// Uses this HTTP client for key fetches (and metadata discovery) instead of building one.
+    /// Introspection calls do not use it: they get a client that follows no redirects, or the
+    /// one given to [`IntrospectionConfig::http_client`].
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
         self
@@ -385,10 +387,7 @@ impl TokenGateBuilder {
             refreshers.extend(refresher.map(Refresher::spawn));
         }
         let introspector = match self.introspection {
-            Some(config) => {
-                let audiences = issuers.iter().flat_map(|i| i.audiences.iter().cloned()).collect();
-                Some(build_introspector(config, &client, &clock, audiences).await?)
-            }
+            Some(config) => Some(build_introspector(config, &client, &clock, &issuers).await?),
             None => {
                 if self.policy.uses_mode(Mode::Introspect) {
                     tracing::warn!(
@@ -591,16 +590,31 @@ async fn build_issuer(
     Ok((verifier, refresher))
 }
 
+/// Builds the introspector. `client` (the key-fetch client) only reads discovery metadata;
+/// the introspection calls themselves get a client of their own that follows no redirects.
 async fn build_introspector(
     config: IntrospectionConfig,
     client: &reqwest::Client,
     clock: &SharedClock,
-    audiences: Vec<String>,
+    issuers: &[IssuerVerifier],
 ) -> Result<Introspector, BuildError> {
     let err = |why: &dyn fmt::Display| BuildError(format!("introspection: {why}"));
-    if config.client_id.is_empty() {
-        return Err(err(&"client_id is empty"));
-    }
+    // The endpoint speaks for one issuer: its answers are checked against that issuer's name
+    // and audiences, and opaque tokens are attributed to it. Never "whatever the answer says".
+    let issuer = match (&config.issuer, issuers) {
+        (Some(name), _) => issuers
+            .iter()
+            .find(|i| *i.issuer == **name)
+            .ok_or_else(|| err(&format_args!("the issuer {name:?} is not one of the configured issuers")))?,
+        (None, [only]) => only,
+        (None, _) => {
+            return Err(err(
+                &"several issuers are configured: name the one the introspection endpoint speaks for (its issuer setting)",
+            ));
+        }
+    };
+    let audiences =
+        if config.audiences.is_empty() { issuer.audiences.clone() } else { config.audiences.clone() };
     let endpoint = match &config.endpoint {
         EndpointSource::Url(url) => url.clone(),
         EndpointSource::Discover(issuer) => {
@@ -619,9 +633,7 @@ async fn build_introspector(
         }
     };
     let endpoint = fetch::check_url(&endpoint, config.allow_http).map_err(|e| err(&e))?;
-    let mut introspector = Introspector::new(config, endpoint, client.clone(), clock.clone());
-    introspector.set_default_audiences(audiences);
-    Ok(introspector)
+    Introspector::new(config, endpoint, issuer.issuer.clone(), audiences, clock.clone()).map_err(|e| err(&e))
 }
 
 fn parse_jwks(issuer: &str, document: &[u8]) -> Result<Vec<VerifyingKey>, BuildError> {

@@ -2,14 +2,38 @@
 //!
 //! Two kinds of entries:
 //! - by (`iss`, `jti`): that one token is revoked until its `exp`;
-//! - by (`iss`, `sub`) and a time T: every token of that subject issued before T is revoked
-//!   ("log out everywhere", a token-version check). A token without `iat` cannot prove it was
-//!   issued after T, so it counts as revoked.
+//! - by (`iss`, `sub`) and a time T: every token of that subject issued at or before T is
+//!   revoked ("log out everywhere", a token-version check). A token without `iat` cannot prove
+//!   it was issued after T, so it counts as revoked while the entry lives.
 //!
-//! Reading is an `ArcSwap` load and at most two hash lookups — no lock, no allocation. Writes
-//! (rare: an admin, a logout) copy the maps under a mutex, drop every entry that can no longer
-//! match a valid token, and swap the copy in. Memory is bounded twice over: entries expire, and
-//! the list refuses new entries past its capacity.
+//! # How long a subject entry lives, and the maximum token lifetime
+//!
+//! A by-subject entry is forgotten at T + the list's *maximum token lifetime* L (default
+//! 24 h, set with [`RevocationList::with_settings`]): a token issued by T with a lifetime of at
+//! most L has expired by then. L is a promise about the issuer's tokens, so the list enforces
+//! it rather than trusting it: a token whose lifetime (`exp` − `iat`) exceeds L and that was
+//! issued at or before the latest cut-off ever set for its issuer is refused as revoked — it
+//! could belong to a subject whose entry has already been forgotten. So a token with `exp`
+//! beyond T + L is still refused after its subject's entry is gone. That costs one number per
+//! issuer (never forgotten) and, on the read path, one comparison (one lookup for over-long
+//! tokens only). Its price is for over-long tokens of *other* subjects too: after a "log out
+//! everywhere" they are refused until their clients fetch new ones, which is the visible,
+//! fail-closed sign that L is set below the issuer's real token lifetime — raise L.
+//!
+//! What stays uncovered: a token **without `iat`** whose `exp` lies beyond T + L is refused
+//! while the entry lives and accepted after. Nothing bounds when such a token was issued;
+//! require `iat` of the issuer's tokens (RFC 9068 makes it mandatory), or keep the entry longer
+//! by [`add`](RevocationList::add)ing it with a later `expires_at`.
+//!
+//! # Cost
+//!
+//! Reading is an `ArcSwap` load and at most three hash lookups — no lock, no allocation.
+//! Writes (rare: an admin, a logout) copy the maps under a mutex, drop every entry that can no
+//! longer match a valid token, and swap the copy in: O(entries) time and, while the write
+//! runs, a second copy of the list's memory (an estimate: well under a millisecond for ten
+//! thousand entries; at the default capacity of a million, on the order of 100 ms and 100 MB
+//! per write). Fine for an admin API; replaying a large list entry by entry is quadratic. Memory is bounded twice
+//! over: entries expire, and the list refuses new entries past its capacity.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,7 +50,13 @@ pub const DEFAULT_CAPACITY: usize = 1_000_000;
 
 /// Default longest lifetime of a token, used to expire a by-subject entry (and a by-`jti`
 /// entry whose token expiry is not given): 24 h, longer than any common access-token lifetime.
+/// Tokens living longer are refused once their issuer has a by-subject entry (see the module
+/// doc).
 pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Most issuer names the list keeps a by-subject cut-off for: 10 000, far more issuers than
+/// one gateway trusts; it bounds the one number per issuer that is never forgotten.
+pub const MAX_ISSUERS_WITH_SUBJECT_ENTRIES: usize = 10_000;
 
 /// One entry of the list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +113,9 @@ struct Entries {
     tokens: HashMap<Arc<str>, HashMap<Box<str>, i64>>,
     /// issuer → sub → (issued_before, expires_at)
     subjects: HashMap<Arc<str>, SubjectEntries>,
+    /// issuer → the latest by-subject cut-off ever set. Never pruned: it is what refuses a
+    /// token that outlives the maximum lifetime after its subject's entry was forgotten.
+    latest_cutoff: HashMap<Arc<str>, i64>,
 }
 
 impl Entries {
@@ -129,7 +162,10 @@ impl RevocationList {
         Self::with_settings(Arc::new(SystemClock), DEFAULT_CAPACITY, DEFAULT_MAX_TOKEN_LIFETIME)
     }
 
-    /// An empty list with its own clock, capacity and maximum token lifetime.
+    /// An empty list with its own clock, capacity and maximum token lifetime (how long a
+    /// by-subject entry lives after its cut-off; tokens living longer are refused once their
+    /// issuer has such an entry — see the module doc). Pass it to the layer with
+    /// [`TokenGateBuilder::revocation_list`](crate::TokenGateBuilder::revocation_list).
     pub fn with_settings(clock: Arc<dyn Clock>, capacity: usize, max_token_lifetime: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -156,7 +192,8 @@ impl RevocationList {
         self.add(entry.clone()).map(|()| entry)
     }
 
-    /// Revokes every token of (`issuer`, `subject`) issued before `issued_before` (default now).
+    /// Revokes every token of (`issuer`, `subject`) issued at or before `issued_before`
+    /// (default now). The entry lives until `issued_before` + the maximum token lifetime.
     pub fn revoke_subject(
         &self,
         issuer: &str,
@@ -204,7 +241,14 @@ impl RevocationList {
                 if expires_at <= now {
                     return Ok(());
                 }
-                let map = entries.subjects.entry(Arc::from(issuer.as_str())).or_default();
+                let known_issuer = entries.latest_cutoff.contains_key(issuer.as_str());
+                if !known_issuer && entries.latest_cutoff.len() >= MAX_ISSUERS_WITH_SUBJECT_ENTRIES {
+                    return Err(RevocationError::Full(MAX_ISSUERS_WITH_SUBJECT_ENTRIES));
+                }
+                let issuer: Arc<str> = Arc::from(issuer.as_str());
+                let cutoff = entries.latest_cutoff.entry(issuer.clone()).or_insert(issued_before);
+                *cutoff = (*cutoff).max(issued_before);
+                let map = entries.subjects.entry(issuer).or_default();
                 match map.get_mut(subject.as_str()) {
                     Some((before, until)) => {
                         *before = (*before).max(issued_before);
@@ -221,10 +265,43 @@ impl RevocationList {
         Ok(())
     }
 
-    /// Whether a token of `issuer` with these claims is revoked at time `now`. A by-subject
+    /// Whether a token of `issuer` with these claims is revoked at time `now`: the check the
+    /// layer runs. [`is_revoked`](Self::is_revoked), plus the maximum-lifetime rule of the
+    /// module doc: a token living longer than the maximum token lifetime, issued at or before
+    /// the latest by-subject cut-off of its issuer, is refused.
+    pub fn is_token_revoked(
+        &self,
+        issuer: &str,
+        jti: Option<&str>,
+        subject: Option<&str>,
+        issued_at: Option<i64>,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> bool {
+        self.is_revoked(issuer, jti, subject, issued_at, now)
+            || self.outlives_a_forgotten_entry(issuer, issued_at, expires_at)
+    }
+
+    /// A token whose lifetime exceeds the maximum, issued at or before its issuer's latest
+    /// cut-off, might be covered by a subject entry already forgotten.
+    fn outlives_a_forgotten_entry(
+        &self,
+        issuer: &str,
+        issued_at: Option<i64>,
+        expires_at: Option<i64>,
+    ) -> bool {
+        let (Some(iat), Some(exp)) = (issued_at, expires_at) else {
+            return false;
+        };
+        exp.saturating_sub(iat) > self.inner.max_token_lifetime
+            && self.inner.entries.load().latest_cutoff.get(issuer).is_some_and(|&cutoff| iat <= cutoff)
+    }
+
+    /// Whether a token of `issuer` with these claims is on the list at time `now`. A by-subject
     /// entry covers tokens issued at or before its time (the same second counts: a token
     /// minted in the second of a "log out everywhere" must not survive it) and tokens
-    /// without `iat`.
+    /// without `iat`. This does not apply the maximum-lifetime rule; the layer uses
+    /// [`is_token_revoked`](Self::is_token_revoked).
     pub fn is_revoked(
         &self,
         issuer: &str,
@@ -330,6 +407,33 @@ mod tests {
         assert!(l.is_revoked("iss", None, Some("alice"), None, 1_001), "no iat: cannot prove it is newer");
         assert!(!l.is_revoked("iss", None, Some("bob"), Some(1), 1_001));
         assert!(!l.is_revoked("iss", None, Some("alice"), Some(999), 1_000 + 3_600), "entry expired");
+    }
+
+    #[test]
+    fn a_token_outliving_the_maximum_lifetime_is_refused_after_its_entry_is_forgotten() {
+        let clock = ManualClock::new(1_000);
+        let l = list(&clock, 10); // maximum token lifetime 3 600 s
+        // Issued at 900 with a lifetime of three hours: longer than the list's maximum.
+        let (iat, exp) = (Some(900), Some(900 + 3 * 3_600));
+        l.revoke_subject("iss", "alice", None).unwrap();
+        assert!(l.is_token_revoked("iss", None, Some("alice"), iat, exp, 1_001));
+        clock.set(1_000 + 3_600 + 1);
+        l.revoke_token("iss", "unrelated", Some(99_999)).unwrap(); // a write prunes alice's entry
+        assert_eq!(l.entries().len(), 1, "alice's entry is forgotten");
+        assert!(
+            !l.is_revoked("iss", None, Some("alice"), iat, clock.now()),
+            "the entry alone would let it in"
+        );
+        assert!(
+            l.is_token_revoked("iss", None, Some("alice"), iat, exp, clock.now()),
+            "exp beyond T + L: refused"
+        );
+        // Tokens within the maximum lifetime, later tokens and other issuers are unaffected.
+        assert!(!l.is_token_revoked("iss", None, Some("alice"), Some(900), Some(900 + 3_600), 1_100));
+        assert!(!l.is_token_revoked("iss", None, Some("alice"), Some(1_001), Some(1_001 + 3 * 3_600), 5_000));
+        assert!(!l.is_token_revoked("other", None, Some("alice"), iat, exp, 5_000));
+        // Without iat the lifetime is unknown: covered only while the entry lives.
+        assert!(!l.is_token_revoked("iss", None, Some("alice"), None, exp, clock.now()));
     }
 
     #[test]

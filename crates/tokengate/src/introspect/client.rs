@@ -5,6 +5,12 @@
 //! timeout, a refused connection, another status, a body that is not such an object — is an
 //! [`Outage`]: the gateway answers 503 and never caches it, because "the issuer could not say"
 //! is not "the token is bad".
+//!
+//! Redirects are never followed: a 3xx would make the HTTP client re-send the token (and, with
+//! `client_secret_post`, the client secret) to wherever the answer points. The client tokengate
+//! builds for introspection ([`http_client`]) has redirects off, so a 3xx is an outage; a
+//! caller-supplied client cannot be constrained per request (reqwest sets the redirect policy
+//! per client only), so an answer that arrives from any URL but the endpoint is refused too.
 
 use std::fmt;
 use std::time::Duration;
@@ -60,20 +66,29 @@ pub(crate) struct Answer {
     pub(crate) members: Map<String, Value>,
 }
 
-/// Calls the endpoint once.
+/// The HTTP client for introspection calls: redirects off (see the module doc), connect
+/// timeout as the call's.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Calls the endpoint once. `secret` was checked when the layer was built.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn call(
     client: &reqwest::Client,
     endpoint: &reqwest::Url,
     auth: ClientAuth,
     client_id: &str,
-    client_secret: &[u8],
+    secret: &str,
     token: &str,
     timeout: Duration,
     max_bytes: usize,
 ) -> Result<Answer, Outage> {
-    let secret = std::str::from_utf8(client_secret)
-        .map_err(|_| Outage::Invalid("client secret is not UTF-8".into()))?;
     let mut form: Vec<(&str, &str)> = vec![("token", token), ("token_type_hint", "access_token")];
     let mut request =
         client.post(endpoint.clone()).timeout(timeout).header(http::header::ACCEPT, "application/json");
@@ -90,6 +105,10 @@ pub(crate) async fn call(
         request.form(&form).send().await.map_err(|e| Outage::Unreachable(fetch::describe(&e)))?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(Outage::Status(response.status().as_u16()));
+    }
+    if response.url() != endpoint {
+        // Only a caller-supplied client follows redirects; whoever answered is not the endpoint.
+        return Err(Outage::Invalid("the answer came through a redirect".into()));
     }
     let body = fetch::read_capped(&mut response, max_bytes).await.map_err(|e| match e {
         FetchError::TooLarge(cap) => Outage::Invalid(format!("larger than {cap} bytes")),

@@ -1,15 +1,19 @@
 //! Introspection (RFC 7662) for routes in mode `introspect`: the client, a result cache, request
 //! coalescing and a circuit breaker.
 //!
+//! - The endpoint speaks for one issuer (by default the only configured one). Only that
+//!   issuer's JWTs are sent to it; opaque tokens are attributed to it.
 //! - The cache is keyed by the SHA-256 of the token, never the token. An active result lives
-//!   min(`cache_ttl`, `exp` − now); an inactive one a short negative TTL; outages are never
+//!   min(`cache_ttl`, the answer's `exp` − now, the JWT's `exp` − now); an inactive one
+//!   min(negative TTL, `cache_ttl`), so a zero `cache_ttl` caches nothing; outages are never
 //!   cached. Expiry is judged by the [`Clock`](crate::clock::Clock), so tests move time.
 //! - Concurrent lookups of one token share one call (moka's `try_get_with`).
 //! - After N consecutive outages the breaker answers 503 at once for M seconds, then lets one
 //!   probe through.
 //!
 //! An active answer is still refused (treated as inactive) when its `exp` has passed, its
-//! `iss` is not the token's issuer, or its `aud` does not contain one of ours.
+//! `iss` is not the endpoint's issuer, or its `aud` does not contain one of that issuer's
+//! audiences.
 
 mod breaker;
 mod client;
@@ -86,6 +90,7 @@ pub struct IntrospectionConfig {
     pub(crate) audiences: Vec<String>,
     pub(crate) allow_http: bool,
     pub(crate) accept_opaque: bool,
+    pub(crate) http_client: Option<reqwest::Client>,
 }
 
 impl IntrospectionConfig {
@@ -132,11 +137,15 @@ impl IntrospectionConfig {
             audiences: Vec::new(),
             allow_http: false,
             accept_opaque: true,
+            http_client: None,
         }
     }
 
-    /// The issuer this endpoint speaks for: an answer naming another `iss` is refused, and
-    /// opaque tokens are attributed to it.
+    /// The issuer this endpoint speaks for: only its JWTs are introspected (another
+    /// configured issuer's get 401 on `introspect` routes, since asking this endpoint about
+    /// them could never succeed), an answer naming another `iss` is refused, and opaque tokens
+    /// are attributed to it. It must be a configured issuer. Default: the only configured
+    /// issuer; with several, the build fails unless this is set.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
@@ -160,13 +169,15 @@ impl IntrospectionConfig {
         self
     }
 
-    /// Lifetime of a cached active result (default 30 s; zero asks every time).
+    /// Lifetime of a cached active result (default 30 s), further capped by the answer's and
+    /// the JWT's `exp`. Zero asks every time, for inactive answers too.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
         self
     }
 
-    /// Lifetime of a cached inactive result (default 5 s).
+    /// Lifetime of a cached inactive result (default 5 s), never longer than
+    /// [`cache_ttl`](Self::cache_ttl).
     pub fn negative_cache_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;
         self
@@ -185,7 +196,8 @@ impl IntrospectionConfig {
         self
     }
 
-    /// Audiences an answer's `aud` must contain one of (default: every issuer's audiences).
+    /// Audiences an answer's `aud` must contain one of (default: the audiences of the
+    /// endpoint's [`issuer`](Self::issuer)).
     pub fn audiences<I: IntoIterator<Item = T>, T: Into<String>>(mut self, audiences: I) -> Self {
         self.audiences = audiences.into_iter().map(Into::into).collect();
         self
@@ -200,6 +212,20 @@ impl IntrospectionConfig {
     /// Whether opaque (non-JWT) tokens are accepted on `introspect` routes (default `true`).
     pub fn accept_opaque(mut self, accept: bool) -> Self {
         self.accept_opaque = accept;
+        self
+    }
+
+    /// Uses this HTTP client for introspection calls instead of the one tokengate builds
+    /// (which follows no redirects and uses the configured timeout for connecting too).
+    ///
+    /// **Its redirect policy is yours.** reqwest fixes the policy per client, not per request,
+    /// so tokengate cannot switch redirects off on a client it is given. Build it with
+    /// `.redirect(reqwest::redirect::Policy::none())`: otherwise a 3xx from the endpoint makes
+    /// reqwest re-send the token — and with `client_secret_post` the client secret — to the
+    /// redirect's target. tokengate still refuses (as an outage) any answer that did not come
+    /// from the endpoint itself, but by then the request has been sent.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
         self
     }
 }
@@ -238,6 +264,10 @@ struct Cached {
 pub struct Introspector {
     client: reqwest::Client,
     endpoint: reqwest::Url,
+    /// The issuer the endpoint speaks for (resolved at build).
+    issuer: Arc<str>,
+    /// The client secret, checked at build to be non-empty UTF-8.
+    client_secret: Box<str>,
     config: IntrospectionConfig,
     cache: moka::future::Cache<[u8; 32], Cached>,
     breaker: Breaker,
@@ -249,6 +279,7 @@ impl fmt::Debug for Introspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Introspector")
             .field("endpoint", &self.endpoint.as_str())
+            .field("issuer", &self.issuer)
             .field("client_id", &self.config.client_id)
             .field("client_secret", &self.config.client_secret)
             .field("cache_entries", &self.cache.entry_count())
@@ -257,18 +288,52 @@ impl fmt::Debug for Introspector {
 }
 
 impl Introspector {
+    /// Checks what only the introspection settings can tell (the client id and secret) and
+    /// builds the client. `issuer` and `audiences` are the endpoint's issuer and the audiences
+    /// answers must name (the layer resolves both). The HTTP client is the config's, else one
+    /// of ours with redirects off.
     pub(crate) fn new(
-        config: IntrospectionConfig,
+        mut config: IntrospectionConfig,
         endpoint: reqwest::Url,
-        client: reqwest::Client,
+        issuer: Arc<str>,
+        audiences: Vec<String>,
         clock: SharedClock,
-    ) -> Self {
+    ) -> Result<Self, String> {
+        if config.client_id.is_empty() {
+            return Err("client_id is empty".into());
+        }
+        // Refused now rather than failing every call: a secret that cannot be sent would turn
+        // every introspected request into a 503.
+        let client_secret: Box<str> = match std::str::from_utf8(&config.client_secret.0) {
+            Ok("") => return Err("client_secret is empty".into()),
+            Ok(secret) => secret.into(),
+            Err(_) => return Err("client_secret is not valid UTF-8".into()),
+        };
+        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+            return Err("no audiences to check answers against".into());
+        }
+        config.audiences = audiences;
+        let client = match config.http_client.take() {
+            Some(client) => client,
+            None => client::http_client(config.timeout)?,
+        };
         // moka's own clock only bounds memory; validity is judged by our Clock on every read.
-        let real_ttl = config.cache_ttl.max(config.negative_ttl) + Duration::from_secs(1);
+        // No entry outlives `cache_ttl` (the negative TTL is capped by it).
+        let real_ttl = config.cache_ttl + Duration::from_secs(1);
         let cache =
             moka::future::Cache::builder().max_capacity(config.capacity).time_to_live(real_ttl).build();
         let breaker = Breaker::new(config.breaker_threshold, config.breaker_open_for);
-        Self { client, endpoint, config, cache, breaker, metrics: IntrospectionMetrics::default(), clock }
+        Ok(Self {
+            client,
+            endpoint,
+            issuer,
+            client_secret,
+            config,
+            cache,
+            breaker,
+            metrics: IntrospectionMetrics::default(),
+            clock,
+        })
     }
 
     /// The endpoint in use.
@@ -276,9 +341,18 @@ impl Introspector {
         self.endpoint.as_str()
     }
 
-    /// The configured issuer, if any.
-    pub fn issuer(&self) -> Option<&str> {
-        self.config.issuer.as_deref()
+    /// The issuer this endpoint speaks for: the configured one, or the only configured issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub(crate) fn issuer_arc(&self) -> &Arc<str> {
+        &self.issuer
+    }
+
+    /// The audiences an answer's `aud` must contain one of.
+    pub fn audiences(&self) -> &[String] {
+        &self.config.audiences
     }
 
     /// Whether opaque tokens are accepted on `introspect` routes.
@@ -301,14 +375,10 @@ impl Introspector {
         self.cache.entry_count()
     }
 
-    /// The verdict on `token`, from the cache or one (shared) call. `issuer` is the token's
-    /// issuer when known (a JWT); `token_exp` its `exp`, which caps the cache lifetime.
-    pub(crate) async fn check(
-        &self,
-        token: &str,
-        issuer: Option<&str>,
-        token_exp: Option<i64>,
-    ) -> Result<Arc<Verdict>, Outage> {
+    /// The verdict on `token`, from the cache or one (shared) call. The caller has made sure
+    /// a JWT is of [`issuer`](Self::issuer); `token_exp` is a JWT's `exp`, which caps the cache
+    /// lifetime.
+    pub(crate) async fn check(&self, token: &str, token_exp: Option<i64>) -> Result<Arc<Verdict>, Outage> {
         let key = token_hash(token);
         if let Some(cached) = self.cache.get(&key).await {
             if self.clock.now() < cached.expires_at {
@@ -323,70 +393,100 @@ impl Introspector {
             .cache
             .try_get_with(key, async {
                 called.store(true, Ordering::Relaxed);
-                self.call(token, issuer, token_exp).await
+                self.call(token, token_exp).await
             })
             .await;
         if !called.load(Ordering::Relaxed) {
             self.metrics.coalesced.fetch_add(1, Ordering::Relaxed);
         }
-        result.map(|cached| cached.verdict).map_err(|outage| (*outage).clone())
+        let cached = result.map_err(|outage| (*outage).clone())?;
+        if cached.expires_at <= self.clock.now() {
+            // A zero lifetime (`cache_ttl` 0, or a token about to expire): the entry served the
+            // requests that shared the call, and must not answer a later one.
+            self.cache.invalidate(&key).await;
+        }
+        Ok(cached.verdict)
     }
 
-    async fn call(
-        &self,
-        token: &str,
-        issuer: Option<&str>,
-        token_exp: Option<i64>,
-    ) -> Result<Cached, Outage> {
+    async fn call(&self, token: &str, token_exp: Option<i64>) -> Result<Cached, Outage> {
         let permit = self.breaker.permit(self.clock.now()).map_err(|secs| {
             self.metrics.outages.fetch_add(1, Ordering::Relaxed);
             Outage::BreakerOpen(secs)
         })?;
+        // Everything logged about the call, warnings included, is inside its span. Info level,
+        // so the warnings carry it under the usual filters; the token is never a field.
+        let span =
+            tracing::info_span!("introspect", endpoint = %self.endpoint, outcome = tracing::field::Empty);
+        self.call_with(permit, token, token_exp).instrument(span).await
+    }
+
+    async fn call_with(
+        &self,
+        permit: breaker::Permit<'_>,
+        token: &str,
+        token_exp: Option<i64>,
+    ) -> Result<Cached, Outage> {
         self.metrics.calls.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::debug_span!("introspect", endpoint = %self.endpoint);
         let answer = client::call(
             &self.client,
             &self.endpoint,
             self.config.auth,
             &self.config.client_id,
-            &self.config.client_secret.0,
+            &self.client_secret,
             token,
             self.config.timeout,
             self.config.max_response_bytes,
         )
-        .instrument(span)
         .await;
         let now = self.clock.now();
-        let interpreted = answer.and_then(|answer| self.interpret(answer, issuer.or(self.issuer()), now));
-        match interpreted {
+        let span = tracing::Span::current();
+        match answer.and_then(|answer| self.interpret(answer, now)) {
             Ok(verdict) => {
-                self.breaker.on_success();
-                let ttl = match &verdict {
-                    Verdict::Inactive => self.config.negative_ttl.as_secs() as i64,
-                    Verdict::Active { members, .. } => {
-                        let exp = members.get("exp").and_then(Value::as_i64).or(token_exp);
-                        let ttl = self.config.cache_ttl.as_secs() as i64;
-                        exp.map_or(ttl, |exp| ttl.min(exp.saturating_sub(now)))
-                    }
-                };
-                Ok(Cached { verdict: Arc::new(verdict), expires_at: now.saturating_add(ttl.max(0)) })
+                permit.succeeded();
+                let ttl = self.lifetime(&verdict, token_exp, now);
+                span.record(
+                    "outcome",
+                    if matches!(verdict, Verdict::Inactive) { "inactive" } else { "active" },
+                );
+                Ok(Cached { verdict: Arc::new(verdict), expires_at: now.saturating_add(ttl) })
             }
             Err(outage) => {
+                span.record("outcome", "outage");
                 self.metrics.outages.fetch_add(1, Ordering::Relaxed);
-                if self.breaker.on_outage(now, &permit) {
+                if permit.failed(now) {
                     self.metrics.breaker_opens.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(endpoint = %self.endpoint, error = %outage, "introspection circuit breaker opened");
+                    tracing::warn!(error = %outage, "introspection circuit breaker opened");
                 } else {
-                    tracing::warn!(endpoint = %self.endpoint, error = %outage, "introspection failed");
+                    tracing::warn!(error = %outage, "introspection failed");
                 }
                 Err(outage)
             }
         }
     }
 
+    /// Seconds a verdict may be reused, from `now`. Active: min(`cache_ttl`, the answer's
+    /// `exp` − now, the JWT's `exp` − now), so a cached "active" never outlives the token.
+    /// Inactive: the negative TTL, never longer than `cache_ttl` (zero asks every time).
+    fn lifetime(&self, verdict: &Verdict, token_exp: Option<i64>, now: i64) -> i64 {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let ttl = secs(self.config.cache_ttl);
+        let lifetime = match verdict {
+            Verdict::Inactive => ttl.min(secs(self.config.negative_ttl)),
+            Verdict::Active { members, .. } => {
+                // `interpret` made sure `exp`, when present, is a number.
+                let answer_exp = members.get("exp").and_then(Value::as_f64).map(|exp| exp.floor() as i64);
+                [answer_exp, token_exp]
+                    .into_iter()
+                    .flatten()
+                    .fold(ttl, |ttl, exp| ttl.min(exp.saturating_sub(now)))
+            }
+        };
+        lifetime.max(0)
+    }
+
     /// Our own checks on an answer: an active answer with a past `exp`, another `iss`, or an
     /// `aud` without ours counts as inactive; malformed members are an outage.
-    fn interpret(&self, answer: client::Answer, issuer: Option<&str>, now: i64) -> Result<Verdict, Outage> {
+    fn interpret(&self, answer: client::Answer, now: i64) -> Result<Verdict, Outage> {
         if !answer.active {
             return Ok(Verdict::Inactive);
         }
@@ -400,11 +500,11 @@ impl Introspector {
             Some(Value::Number(_)) => {}
             Some(_) => return Err(invalid("exp")),
         }
-        match (members.get("iss"), issuer) {
-            (None, _) | (Some(Value::String(_)), None) => {}
-            (Some(Value::String(iss)), Some(expected)) if iss == expected => {}
-            (Some(Value::String(_)), Some(_)) => return Ok(Verdict::Inactive),
-            (Some(_), _) => return Err(invalid("iss")),
+        match members.get("iss") {
+            None => {}
+            Some(Value::String(iss)) if **iss == *self.issuer => {}
+            Some(Value::String(_)) => return Ok(Verdict::Inactive),
+            Some(_) => return Err(invalid("iss")),
         }
         if let Some(aud) = members.get("aud") {
             match jwt::check_audience(Some(aud), &self.config.audiences) {
@@ -418,11 +518,5 @@ impl Introspector {
             Some(_) => Some(jwt::scopes(&members).map_err(|_| invalid("scope"))?),
         };
         Ok(Verdict::Active { members, scopes })
-    }
-
-    pub(crate) fn set_default_audiences(&mut self, audiences: Vec<String>) {
-        if self.config.audiences.is_empty() {
-            self.config.audiences = audiences;
-        }
     }
 }
