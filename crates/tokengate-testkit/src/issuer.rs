@@ -110,6 +110,14 @@ pub enum Fault {
     /// body is a valid answer just over that size — for testing a response size cap (other
     /// endpoints answer normally).
     Padded(usize),
+    /// JWKS only: answer 200 with the current, valid key set padded (with an extra member that
+    /// parsers ignore) to at least this many bytes, with a `Content-Length`. Only a size cap
+    /// refuses it. Other endpoints answer normally.
+    Oversized(usize),
+    /// Hold each request until [`Issuer::release`] is called for the endpoint, then answer it
+    /// under the inner fault — the one in force when the request arrived. Lets a test order
+    /// events exactly: "this fetch is in flight, now that happens, now the fetch answers".
+    Held(Box<Fault>),
 }
 
 /// An in-process OAuth2/OIDC issuer serving HTTP on `127.0.0.1`; cheap to clone.
@@ -152,6 +160,11 @@ struct Shared {
     introspections_in_flight: AtomicU64,
     /// The highest value `introspections_in_flight` ever had.
     max_introspections_in_flight: AtomicU64,
+    /// JWKS requests whose answer is not sent yet (see [`Counted`]).
+    jwks_in_flight: AtomicU64,
+    /// Requests held by [`Fault::Held`], per endpoint, and what releases them.
+    held: [AtomicU64; Endpoint::COUNT],
+    release: [tokio::sync::Notify; Endpoint::COUNT],
     client_id: String,
     client_secret: String,
     state: Mutex<IssuerState>,
@@ -275,6 +288,9 @@ impl IssuerBuilder {
             counters: Default::default(),
             introspections_in_flight: AtomicU64::new(0),
             max_introspections_in_flight: AtomicU64::new(0),
+            jwks_in_flight: AtomicU64::new(0),
+            held: Default::default(),
+            release: Default::default(),
             client_id: self.client_id,
             client_secret: self.client_secret,
             state: Mutex::new(state),
@@ -438,6 +454,26 @@ impl Issuer {
         self.inner.shared.max_introspections_in_flight.load(Ordering::SeqCst)
     }
 
+    /// How many JWKS requests are being handled now: counted on arrival, uncounted when the
+    /// answer is ready or the request is abandoned (as for
+    /// [`introspections_in_flight`](Self::introspections_in_flight)). Under [`Fault::Hang`] a
+    /// fetch that is still waiting shows here.
+    pub fn jwks_in_flight(&self) -> u64 {
+        self.inner.shared.jwks_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// How many requests to `endpoint` are held by [`Fault::Held`] right now, waiting for
+    /// [`release`](Self::release).
+    pub fn held(&self, endpoint: Endpoint) -> u64 {
+        self.inner.shared.held[endpoint.index()].load(Ordering::SeqCst)
+    }
+
+    /// Lets every request to `endpoint` that [`Fault::Held`] holds now go on; later ones are
+    /// held again while the fault stays.
+    pub fn release(&self, endpoint: Endpoint) {
+        self.inner.shared.release[endpoint.index()].notify_waiters();
+    }
+
     /// The client authentication method of every successfully authenticated introspection call,
     /// in order: `"basic"` (`client_secret_basic`) or `"post"` (`client_secret_post`).
     pub fn introspection_auth_methods(&self) -> Vec<String> {
@@ -523,7 +559,16 @@ impl Shared {
     /// instead of the normal one; `Ok` carries the fault for endpoint-specific handling.
     async fn arrive(&self, endpoint: Endpoint) -> Result<Fault, Response> {
         self.counters[endpoint.index()].fetch_add(1, Ordering::SeqCst);
-        let fault = self.state().faults.get(&endpoint).cloned().unwrap_or_default();
+        let mut fault = self.state().faults.get(&endpoint).cloned().unwrap_or_default();
+        if let Fault::Held(inner) = fault {
+            let released = self.release[endpoint.index()].notified();
+            let mut released = std::pin::pin!(released);
+            // Registered before it is counted, so a `release` after `held` shows it is not lost.
+            released.as_mut().enable();
+            let _held = Counted::enter(&self.held[endpoint.index()]);
+            released.await;
+            fault = *inner;
+        }
         match fault {
             Fault::Status(code) => {
                 let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -543,6 +588,8 @@ impl Shared {
                 tokio::time::sleep(delay).await;
                 Ok(Fault::None)
             }
+            // A held request answers under its inner fault; holding it twice is not meant.
+            Fault::Held(_) => Ok(Fault::None),
             other => Ok(other),
         }
     }
@@ -690,6 +737,24 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Adds one to a counter for as long as it lives: dropped when the handler answers, or with
+/// the handler's future when the server abandons the request. Counts JWKS requests in flight
+/// and requests held by [`Fault::Held`].
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn enter(counter: &'a AtomicU64) -> Counted<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     metadata_response(&shared, Endpoint::Discovery).await
 }
@@ -706,14 +771,19 @@ async fn metadata_response(shared: &Shared, endpoint: Endpoint) -> Response {
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let _in_flight = Counted::enter(&shared.jwks_in_flight);
     let fault = match shared.arrive(Endpoint::Jwks).await {
         Ok(fault) => fault,
         Err(response) => return response,
     };
-    let body = if fault == Fault::EmptyKeys {
-        json!({ "keys": [] }).to_string()
-    } else {
-        shared.state().jwks().to_string()
+    let body = match fault {
+        Fault::EmptyKeys => json!({ "keys": [] }).to_string(),
+        Fault::Oversized(size) => {
+            let mut document = shared.state().jwks();
+            document["padding"] = Value::String("x".repeat(size));
+            return json_response(StatusCode::OK, document.to_string());
+        }
+        _ => shared.state().jwks().to_string(),
     };
     let etag = strong_etag(&body);
     let not_modified = headers.get_all(header::IF_NONE_MATCH).iter().any(|value| etag_matches(value, &etag));

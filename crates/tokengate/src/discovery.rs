@@ -94,7 +94,9 @@ pub fn parse_metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata,
 }
 
 /// Fetches the issuer's metadata: OpenID Connect discovery first, RFC 8414 when the first
-/// answers 404. A mismatching `issuer` is final: there is no fallback from a refusal.
+/// answers 404. A mismatching `issuer` is final: there is no fallback from a refusal. Every
+/// redirect hop, and the URL the document is finally served from, must pass the same
+/// https-or-loopback (or `allow_http`) rule as the first URL.
 pub async fn discover(
     client: &reqwest::Client,
     issuer: &str,
@@ -106,7 +108,8 @@ pub async fn discover(
     for kind in [MetadataKind::OpenIdConfiguration, MetadataKind::OAuthAuthorizationServer] {
         let url =
             fetch::check_url(&metadata_url(issuer, kind)?, allow_http).map_err(DiscoveryError::Fetch)?;
-        match fetch::fetch_document(client, &url, max_bytes, timeout).await {
+        let limits = fetch::FetchLimits { max_bytes, timeout, allow_http };
+        match fetch::fetch_document(client, &url, &limits).await {
             Ok(body) => return parse_metadata(issuer, &body),
             Err(FetchError::Status(404)) => last = Some(DiscoveryError::Fetch(FetchError::Status(404))),
             Err(e) => return Err(DiscoveryError::Fetch(e)),

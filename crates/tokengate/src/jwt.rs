@@ -229,15 +229,25 @@ pub(crate) fn verify_detailed(
         }
     }
 
-    if !issuer.store.usable(now) {
+    // Before the first successful fetch, only static keys configured next to the remote source
+    // are in the store: they may accept their own tokens, but a token they cannot verify may be
+    // the remote keys' to judge, so it gets 503 (retry later), as it would without static
+    // keys. Once loaded, a stale set is not used at all.
+    let store = &issuer.store;
+    let loaded = store.loaded();
+    if loaded && store.is_stale(now) {
         return Err(VerifyError::KeysUnavailable);
     }
-    let generation = issuer.store.generation();
-    let keys = issuer.store.snapshot();
+    let generation = store.generation();
+    let keys = store.snapshot();
+    if !loaded && keys.is_empty() {
+        return Err(VerifyError::KeysUnavailable);
+    }
     match verify_signature(&keys, kid, alg, decoded.signing_input, &decoded.signature) {
         Ok(()) => {}
-        Err(Rejection::UnknownKey) => return Err(VerifyError::UnknownKey { issuer: index }),
-        Err(other) => return Err(other.into()),
+        Err(_) if !loaded => return Err(VerifyError::KeysUnavailable),
+        Err(KeyMiss::Refreshable) => return Err(VerifyError::UnknownKey { issuer: index }),
+        Err(KeyMiss::Final(rejection)) => return Err(rejection.into()),
     }
     let claims = decoded.claims;
     check_claims(issuer, &claims, now)?;
@@ -245,6 +255,16 @@ pub(crate) fn verify_detailed(
     let claims_bytes = decoded.payload_len;
     let principal = principal_from_claims(issuer.issuer.clone(), claims, VerifiedBy::Signature)?;
     Ok(Verification { principal, issuer: index, generation, not_before, claims_bytes })
+}
+
+/// Why [`verify_signature`] found no key that verifies the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyMiss {
+    /// The token names a `kid` the set lacks: a refresh may bring it (rotation, also to a new
+    /// algorithm — the caller has already checked the `alg` against the issuer's allow-list).
+    Refreshable,
+    /// No refresh can help.
+    Final(Rejection),
 }
 
 /// Verifies the signature with the issuer's keys that fit `kid` and `alg`.
@@ -256,7 +276,12 @@ fn verify_signature(
     alg: Algorithm,
     message: &[u8],
     signature: &Vec<u8>,
-) -> Result<(), Rejection> {
+) -> Result<(), KeyMiss> {
+    // Keys are looked up by `kid` whenever the set has any (RFC 7517 §4.5): a token without
+    // one can never match, and no refresh changes that — refuse it without a fetch.
+    if kid.is_none() && keys.has_kids() {
+        return Err(KeyMiss::Final(Rejection::UnknownKey));
+    }
     let provider = crate::crypto::provider();
     let mut tried = false;
     for key in keys.candidates(kid, alg) {
@@ -269,13 +294,14 @@ fn verify_signature(
         }
     }
     if tried {
-        return Err(Rejection::BadSignature);
+        return Err(KeyMiss::Final(Rejection::BadSignature));
     }
-    // No candidate: either nothing has this kid, or what has it cannot verify this alg.
+    // No candidate: either what has this kid cannot verify this alg, or nothing has this kid.
     match kid {
-        Some(kid) if keys.has_kid(kid) => Err(Rejection::AlgorithmNotAllowed),
-        _ if !keys.supports(alg) => Err(Rejection::AlgorithmNotAllowed),
-        _ => Err(Rejection::UnknownKey),
+        Some(kid) if keys.has_kid(kid) => Err(KeyMiss::Final(Rejection::AlgorithmNotAllowed)),
+        Some(_) => Err(KeyMiss::Refreshable),
+        // A set without kids and no key for this alg.
+        None => Err(KeyMiss::Final(Rejection::AlgorithmNotAllowed)),
     }
 }
 

@@ -19,8 +19,10 @@ use crate::error::{ErrorRenderer, JsonErrors};
 use crate::extract::DEFAULT_MAX_TOKEN_BYTES;
 use crate::gate::Gate;
 use crate::introspect::{EndpointSource, IntrospectionConfig, Introspector};
-use crate::jwks::fetch::{self, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES};
-use crate::jwks::refresh::{JwksLocation, RefreshSettings, Refresher};
+use crate::jwks::fetch::{self, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES};
+use crate::jwks::refresh::{
+    DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, JwksLocation, RefreshSettings, Refresher,
+};
 use crate::jwks::store::RefreshControl;
 use crate::jwks::{
     DEFAULT_KID_COOLDOWN, DEFAULT_KID_WAIT, DEFAULT_MAX_REFRESH_INTERVAL, DEFAULT_MIN_REFRESH_INTERVAL,
@@ -103,6 +105,9 @@ pub struct IssuerConfig {
     allow_http: bool,
     max_document_bytes: usize,
     fetch_timeout: Duration,
+    connect_timeout: Duration,
+    backoff_base: Duration,
+    backoff_max: Duration,
     discover: bool,
     min_refresh_interval: Duration,
     max_refresh_interval: Duration,
@@ -125,6 +130,9 @@ impl IssuerConfig {
             allow_http: false,
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_max: DEFAULT_BACKOFF_MAX,
             discover: false,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             max_refresh_interval: DEFAULT_MAX_REFRESH_INTERVAL,
@@ -143,14 +151,16 @@ impl IssuerConfig {
     }
 
     /// Bounds of the background refresh interval, which otherwise follows the key set's
-    /// `Cache-Control: max-age` (defaults 5 min … 24 h).
+    /// `Cache-Control: max-age` (defaults 5 min … 24 h). A [`max_staleness`](Self::max_staleness)
+    /// caps the interval further, at half of it.
     pub fn refresh_interval_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.min_refresh_interval = min;
         self.max_refresh_interval = max;
         self
     }
 
-    /// Minimum time between two fetches caused by unknown `kid`s (default 30 s).
+    /// Minimum time between two fetches caused by unknown `kid`s (default 30 s). At least 1 s:
+    /// the clock counts whole seconds, and a fraction is rounded up.
     pub fn kid_cooldown(mut self, cooldown: Duration) -> Self {
         self.kid_cooldown = cooldown;
         self
@@ -164,6 +174,8 @@ impl IssuerConfig {
 
     /// After this long without a successful fetch, the issuer's tokens get 503 instead of
     /// being verified with possibly revoked keys (default: no limit, keep the last good set).
+    /// At least 1 s. The background refresh then runs at least every `staleness / 2` (even
+    /// below the refresh interval's lower bound), so a healthy issuer never reaches it.
     pub fn max_staleness(mut self, staleness: Duration) -> Self {
         self.max_staleness = Some(staleness);
         self
@@ -193,7 +205,10 @@ impl IssuerConfig {
         self
     }
 
-    /// Adds the keys of the JWKS at `url`, fetched once when the layer is built.
+    /// Adds the keys of the JWKS at `url`: fetched when the layer is built, then refreshed in
+    /// the background and on unknown `kid`s. Keys configured next to it (inline JWKS, PEM) are
+    /// kept in every refreshed set, and verify their tokens even before the first fetch
+    /// succeeds.
     pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
         self.keys.push(KeySource::JwksUrl(url.into()));
         self
@@ -241,9 +256,29 @@ impl IssuerConfig {
         self
     }
 
-    /// The connect and total timeout of a key fetch (default 5 s).
+    /// The total timeout of a key or metadata fetch, connecting and reading included
+    /// (default 5 s).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
+        self
+    }
+
+    /// The timeout of establishing a connection (TCP and TLS) for a key or metadata fetch
+    /// (default 5 s: a handshake not done by then is to a host that is down or filtered, and
+    /// giving up starts the retry sooner). Applies to the client tokengate builds; a client
+    /// passed to [`TokenGateBuilder::http_client`] keeps its own.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The retry delay after failed fetches: `base` after the first, doubling per failure up
+    /// to `max`, each drawn with jitter from its upper half (defaults 1 s and 5 min: a blip is
+    /// retried at once, a long outage no more often than a healthy issuer is asked). `base`
+    /// must be at least 1 s (the clock counts whole seconds) and `max` at least `base`.
+    pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max;
         self
     }
 }
@@ -355,9 +390,12 @@ impl TokenGateBuilder {
         self
     }
 
-    /// Uses this HTTP client for key fetches (and metadata discovery) instead of building one.
-    /// Introspection calls do not use it: they get a client that follows no redirects, or the
-    /// one given to [`IntrospectionConfig::http_client`].
+    /// Uses this HTTP client for key fetches (and metadata discovery) instead of building one per
+    /// issuer. Its redirect policy and connect timeout are its own; tokengate still applies the
+    /// total timeout and size cap, and refuses a document finally served from a plain-`http`
+    /// non-loopback URL (unless the issuer allows http). The client tokengate builds checks every
+    /// redirect hop before following it. Introspection calls do not use it: they get a client
+    /// that follows no redirects, or the one given to [`IntrospectionConfig::http_client`].
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
         self
@@ -372,9 +410,13 @@ impl TokenGateBuilder {
         }
         self.policy.validate().map_err(|e| BuildError(format!("policy: {e}")))?;
         let clock: SharedClock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let client = match self.http_client {
-            Some(client) => client,
-            None => fetch::default_client(DEFAULT_FETCH_TIMEOUT).map_err(|e| BuildError(e.to_string()))?,
+        // Key fetches use a client per issuer (its connect timeout and redirect rule) unless
+        // the user gave one; this one serves the discovery of the introspection endpoint.
+        let user_client = self.http_client;
+        let client = match &user_client {
+            Some(client) => client.clone(),
+            None => fetch::default_client(DEFAULT_CONNECT_TIMEOUT, DEFAULT_FETCH_TIMEOUT, false)
+                .map_err(|e| BuildError(e.to_string()))?,
         };
         let mut issuers: Vec<IssuerVerifier> = Vec::with_capacity(self.issuers.len());
         let mut refreshers = Vec::new();
@@ -382,7 +424,8 @@ impl TokenGateBuilder {
             if issuers.iter().any(|i| *i.issuer == *config.issuer) {
                 return Err(BuildError::issuer(&config.issuer, "is configured twice"));
             }
-            let (issuer, refresher) = build_issuer(config, &client, &clock, !self.start_not_ready).await?;
+            let (issuer, refresher) =
+                build_issuer(config, user_client.as_ref(), &clock, !self.start_not_ready).await?;
             issuers.push(issuer);
             refreshers.extend(refresher.map(Refresher::spawn));
         }
@@ -434,7 +477,7 @@ impl fmt::Debug for TokenGateBuilder {
 
 async fn build_issuer(
     config: &IssuerConfig,
-    client: &reqwest::Client,
+    user_client: Option<&reqwest::Client>,
     clock: &SharedClock,
     fail_fast: bool,
 ) -> Result<(IssuerVerifier, Option<Refresher>), BuildError> {
@@ -458,6 +501,23 @@ async fn build_issuer(
     }
     if config.min_refresh_interval > config.max_refresh_interval {
         return Err(err(&"the minimum refresh interval exceeds the maximum"));
+    }
+    // The clock counts whole seconds: under 1 s these would silently become 0 — no cooldown
+    // at all, retries in a tight loop, everything stale at once.
+    if config.kid_cooldown < Duration::from_secs(1) {
+        return Err(err(&"the unknown-kid cooldown must be at least 1 s"));
+    }
+    if config.backoff_base < Duration::from_secs(1) {
+        return Err(err(&"the retry backoff base must be at least 1 s"));
+    }
+    if config.backoff_max < config.backoff_base {
+        return Err(err(&"the retry backoff maximum is below its base"));
+    }
+    if config.max_staleness.is_some_and(|s| s < Duration::from_secs(1)) {
+        return Err(err(&"the maximum staleness must be at least 1 s"));
+    }
+    if config.fetch_timeout.is_zero() || config.connect_timeout.is_zero() {
+        return Err(err(&"fetch and connect timeouts must be above zero"));
     }
 
     // Static keys, parsed now; at most one remote source (a JWKS URL or discovery).
@@ -533,9 +593,20 @@ async fn build_issuer(
         Some(location) => {
             let control = RefreshControl::new(config.kid_cooldown, config.kid_wait);
             let store = Arc::new(KeyStore::empty(Some(control), config.max_staleness));
+            store.preload(KeySet::from_keys(static_keys.clone()));
+            let client = match user_client {
+                Some(client) => client.clone(),
+                None => {
+                    fetch::default_client(config.connect_timeout, config.fetch_timeout, config.allow_http)
+                        .map_err(|e| err(&e))?
+                }
+            };
             let settings = RefreshSettings {
                 min_interval: config.min_refresh_interval,
                 max_interval: config.max_refresh_interval,
+                max_staleness: config.max_staleness,
+                backoff_base: config.backoff_base,
+                backoff_max: config.backoff_max,
                 fetch_timeout: config.fetch_timeout,
                 max_document_bytes: config.max_document_bytes,
                 allow_http: config.allow_http,
@@ -543,7 +614,7 @@ async fn build_issuer(
             let mut refresher = Refresher::new(
                 issuer.clone(),
                 location,
-                client.clone(),
+                client,
                 static_keys,
                 settings,
                 store.clone(),
@@ -567,7 +638,8 @@ async fn build_issuer(
             &"a configured key has no kid while other keys do, so it would never be used; give it a kid",
         ));
     }
-    if !keys.is_empty() {
+    // Checked against the remote keys only once they are loaded.
+    if store.loaded() {
         if !config.algorithms.iter().any(|&alg| keys.supports(alg)) {
             return Err(err(&"no key can verify any of the configured algorithms"));
         }

@@ -24,8 +24,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-pub use fetch::{DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES, FetchError};
-pub use refresh::{DEFAULT_MAX_REFRESH_INTERVAL, DEFAULT_MIN_REFRESH_INTERVAL, RefresherGuard};
+pub use fetch::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_DOCUMENT_BYTES, FetchError, MAX_REDIRECTS,
+};
+pub use refresh::{
+    DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_REFRESH_INTERVAL, DEFAULT_MIN_REFRESH_INTERVAL,
+    RefresherGuard,
+};
 pub use store::{DEFAULT_KID_COOLDOWN, DEFAULT_KID_WAIT, KeyStore, KeyStoreStatus};
 
 /// Smallest RSA modulus accepted: 2048 bits (RFC 7518 §3.3, NIST SP 800-131A).

@@ -83,6 +83,13 @@ pub struct KeyStore {
 }
 
 /// The hand-off between requests that miss a `kid` and the refresher.
+///
+/// Every fetch attempt gets a sequence number when it starts ([`KeyStore::fetch_started`]) and
+/// publishes it when it ends ([`KeyStore::fetch_finished`]). A request that misses a `kid` is
+/// attached to one fetch: the unknown-`kid` fetch already in flight (every concurrent miss
+/// shares it), or else the next fetch to start. It is released only when that fetch (or a
+/// later one) ends, or when its wait bound passes — never by a fetch that had started before
+/// its miss and so may not hold the new key.
 pub(crate) struct RefreshControl {
     /// Wakes the refresher for an unknown-`kid` fetch.
     pub(crate) kick: Notify,
@@ -91,30 +98,68 @@ pub(crate) struct RefreshControl {
     /// Only requests with an unknown `kid` and the refresher take this lock, never for long
     /// and never across an `.await`; verification of known keys does not touch it.
     kid_refresh: Mutex<KidRefresh>,
-    /// Counts finished fetch attempts; waiters watch it.
-    done: watch::Sender<u64>,
+    /// The sequence number of the latest fetch attempt that finished; waiters watch it.
+    finished: watch::Sender<u64>,
 }
 
 struct KidRefresh {
     /// When the last unknown-`kid` fetch was asked for.
     last: i64,
-    /// Whether that fetch has not finished yet.
-    pending: bool,
+    /// Sequence number of the latest fetch attempt that started (0: none yet).
+    started: u64,
+    /// An unknown-`kid` fetch was asked for and has not started yet.
+    requested: bool,
+    /// The sequence number of the unknown-`kid` fetch in flight, if one is.
+    in_flight: Option<u64>,
+}
+
+/// A duration in whole seconds as an `i64`, saturating instead of wrapping negative.
+pub(crate) fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl RefreshControl {
+    /// `cooldown` is counted in the clock's whole seconds; a fraction rounds up, so the
+    /// cooldown is never shorter than configured (the builder refuses one under 1 s).
     pub(crate) fn new(cooldown: Duration, max_wait: Duration) -> Self {
+        let whole = secs_i64(cooldown);
+        let cooldown_secs = if cooldown.subsec_nanos() > 0 { whole.saturating_add(1) } else { whole };
         Self {
             kick: Notify::new(),
-            cooldown_secs: cooldown.as_secs() as i64,
+            cooldown_secs,
             max_wait,
-            kid_refresh: Mutex::new(KidRefresh { last: NEVER, pending: false }),
-            done: watch::Sender::new(0),
+            kid_refresh: Mutex::new(KidRefresh {
+                last: NEVER,
+                started: 0,
+                requested: false,
+                in_flight: None,
+            }),
+            finished: watch::Sender::new(0),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, KidRefresh> {
+        self.kid_refresh.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a request asked for an unknown-`kid` fetch that has not started yet.
+    pub(crate) fn requested(&self) -> bool {
+        self.state().requested
     }
 }
 
 impl KeyStore {
+    /// Puts keys configured statically next to a remote source into the store before the
+    /// first fetch, so tokens they sign verify even while the remote keys are not loaded. The
+    /// store stays not ready (and not fresh) until a fetch succeeds.
+    pub(crate) fn preload(&self, keys: KeySet) {
+        if keys.is_empty() || self.loaded() {
+            return;
+        }
+        self.keys.store(Arc::new(keys));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// A store holding fixed keys that never refresh.
     pub(crate) fn fixed(keys: KeySet) -> Self {
         let store = Self::empty(None, None);
@@ -131,7 +176,7 @@ impl KeyStore {
             last_success: AtomicI64::new(NEVER),
             last_error: ArcSwapOption::empty(),
             next_refresh: AtomicI64::new(NEVER),
-            max_staleness: max_staleness.map(|d| d.as_secs() as i64),
+            max_staleness: max_staleness.map(secs_i64),
             metrics: KeyMetrics::default(),
             control,
         }
@@ -150,10 +195,17 @@ impl KeyStore {
     /// Whether keys may be used at time `now`: loaded, and not older than the maximum
     /// staleness when one is configured.
     pub fn usable(&self, now: i64) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.is_stale(now)
+        self.loaded() && !self.is_stale(now)
     }
 
-    fn is_stale(&self, now: i64) -> bool {
+    /// Whether a key set has been loaded: static keys alone, or a successful fetch. Static
+    /// keys preloaded next to a remote source do not count.
+    pub fn loaded(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the loaded set is older than the configured maximum staleness at `now`.
+    pub fn is_stale(&self, now: i64) -> bool {
         let last = self.last_success.load(Ordering::Acquire);
         match self.max_staleness {
             Some(max) if self.control.is_some() => last == NEVER || now.saturating_sub(last) > max,
@@ -208,39 +260,71 @@ impl KeyStore {
         self.last_error.store(Some(Arc::new(error)));
     }
 
-    /// Tells waiters that a fetch attempt finished, and when the next one is due.
-    pub(crate) fn fetch_finished(&self, next_refresh_at: i64) {
+    /// Records that a fetch attempt starts and returns its sequence number. A pending
+    /// unknown-`kid` request is served by this fetch: it started after the miss.
+    pub(crate) fn fetch_started(&self) -> u64 {
+        let Some(control) = &self.control else {
+            return 0;
+        };
+        let mut state = control.state();
+        state.started = state.started.saturating_add(1);
+        if state.requested {
+            state.requested = false;
+            state.in_flight = Some(state.started);
+        }
+        state.started
+    }
+
+    /// Records that fetch attempt `seq` finished and when the next one is due, and releases
+    /// the waiters attached to it.
+    pub(crate) fn fetch_finished(&self, seq: u64, next_refresh_at: i64) {
         self.next_refresh.store(next_refresh_at, Ordering::Release);
         if let Some(control) = &self.control {
-            control.kid_refresh.lock().unwrap_or_else(PoisonError::into_inner).pending = false;
-            control.done.send_modify(|n| *n = n.wrapping_add(1));
+            let mut state = control.state();
+            if state.in_flight == Some(seq) {
+                state.in_flight = None;
+            }
+            drop(state);
+            control.finished.send_modify(|n| *n = (*n).max(seq));
         }
     }
 
-    /// Called by a request whose token names a `kid` the set lacks. Starts a fetch unless one
-    /// ran within the cooldown, and waits (at most the configured bound) for the fetch that is
-    /// in flight. Returns whether a fetch finished while waiting, i.e. whether a retry may help.
+    /// Called by a request whose token names a `kid` the set lacks. Asks for a fetch unless one
+    /// was asked for within the cooldown, and waits (at most the configured bound) for the
+    /// unknown-`kid` fetch in flight or, failing that, for the next fetch to start. Returns
+    /// whether that fetch finished while waiting, i.e. whether a retry may help.
     pub async fn refresh_for_unknown_kid(&self, now: i64) -> bool {
         let Some(control) = &self.control else {
             return false;
         };
-        // Subscribe first: a fetch that finishes after we saw it pending must wake us.
-        let mut done = control.done.subscribe();
-        {
-            let mut state = control.kid_refresh.lock().unwrap_or_else(PoisonError::into_inner);
-            if !state.pending {
-                let cooled = state.last == NEVER || now.saturating_sub(state.last) >= control.cooldown_secs;
-                if !cooled {
-                    // Within the cooldown and nothing in flight: answer now rather than stall.
-                    return false;
+        // Subscribe first: a fetch that finishes after we read the state must wake us.
+        let mut finished = control.finished.subscribe();
+        let target = {
+            let mut state = control.state();
+            match state.in_flight {
+                // Share the unknown-`kid` fetch already under way.
+                Some(seq) => seq,
+                None => {
+                    if !state.requested {
+                        let cooled =
+                            state.last == NEVER || now.saturating_sub(state.last) >= control.cooldown_secs;
+                        if !cooled {
+                            // Within the cooldown and nothing in flight: answer now rather
+                            // than stall.
+                            return false;
+                        }
+                        state.last = now;
+                        state.requested = true;
+                        self.metrics.unknown_kid_refreshes.fetch_add(1, Ordering::Relaxed);
+                        control.kick.notify_one();
+                    }
+                    // Whatever fetch starts next started after this miss.
+                    state.started.saturating_add(1)
                 }
-                state.last = now;
-                state.pending = true;
-                self.metrics.unknown_kid_refreshes.fetch_add(1, Ordering::Relaxed);
-                control.kick.notify_one();
             }
-        }
-        matches!(tokio::time::timeout(control.max_wait, done.changed()).await, Ok(Ok(())))
+        };
+        let released = finished.wait_for(|&seq| seq >= target);
+        matches!(tokio::time::timeout(control.max_wait, released).await, Ok(Ok(_)))
     }
 }
 
