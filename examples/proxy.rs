@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -129,6 +129,8 @@ async fn forward(
         return Ok(bad_gateway());
     };
     *request.uri_mut() = uri;
+    // HTTP/1.1 to the upstream whatever the client spoke: the client refuses an HTTP/2 request.
+    *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     for name in OVERRIDES.split(' ') {
@@ -164,7 +166,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
+        .map(|n| n.trim().to_ascii_lowercase())
         .collect();
     for name in HOP_BY_HOP.split(' ').chain(named.iter().map(String::as_str)) {
         headers.remove(name);

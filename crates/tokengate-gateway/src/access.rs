@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use tokengate::{AuthError, Authorized, Gate, Principal};
 
 use crate::config::{CookieSettings, IdentitySettings};
-use crate::http_util::{Body, from_bytes, json_error};
+use crate::http_util::{Body, from_bytes, json_error, remove_where, same_field};
 use crate::metrics::Outcome;
 
 /// Where the request's token was found.
@@ -184,11 +184,31 @@ pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
 /// as they are, numbers and booleans as JSON text, objects as compact JSON. A value that
 /// cannot be a header value (control characters) is left out, never truncated.
 impl IdentitySettings {
-    /// Removes every inbound copy of every mapped header.
+    /// Removes every inbound copy of every mapped header, and of its spellings with `_` for
+    /// `-` (`X_User` is `HTTP_X_USER` to CGI-style upstreams, as `X-User` is).
     pub fn strip(&self, headers: &mut HeaderMap) {
-        for name in self.header_names() {
-            headers.remove(name);
+        remove_where(headers, |name| self.header_names().any(|h| same_field(name, h.as_str())));
+    }
+
+    /// The value of Envoy's `x-envoy-auth-headers-to-remove` for an answer whose identity
+    /// headers are `set`: the mapped headers it does not set, and the `_` spellings of all of
+    /// them. Envoy's `allowed_upstream_headers` only overwrites the headers an answer carries,
+    /// so without this a client's own `X-Client-Id` would reach the upstream whenever the token
+    /// has no client id (or the route is public).
+    pub fn envoy_removals(&self, set: &HeaderMap) -> Option<HeaderValue> {
+        let mapped: Vec<&str> = self.header_names().map(HeaderName::as_str).collect();
+        let mut remove: Vec<String> =
+            mapped.iter().filter(|name| !set.contains_key(**name)).map(|name| (*name).to_owned()).collect();
+        for name in &mapped {
+            let underscored = name.replace('-', "_");
+            if !mapped.contains(&underscored.as_str()) {
+                remove.push(underscored);
+            }
         }
+        if remove.is_empty() {
+            return None;
+        }
+        HeaderValue::from_str(&remove.join(", ")).ok()
     }
 
     /// Sets the mapped headers for `principal`.
@@ -281,6 +301,27 @@ mod tests {
         assert!(!same_origin(&h, &allowed));
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(same_origin(&h, &allowed));
+    }
+
+    #[test]
+    fn strips_identity_headers_however_spelled() {
+        let identity = IdentitySettings {
+            subject: Some(HeaderName::from_static("x-user")),
+            client_id: Some(HeaderName::from_static("x-client-id")),
+            ..IdentitySettings::default()
+        };
+        let mut h = HeaderMap::new();
+        for name in ["x-user", "x_user", "x-client_id", "x-users", "xuser"] {
+            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("admin"));
+        }
+        identity.strip(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-users", "xuser"]);
+
+        let mut set = HeaderMap::new();
+        set.insert("x-user", HeaderValue::from_static("alice"));
+        assert_eq!(identity.envoy_removals(&set).unwrap(), "x-client-id, x_user, x_client_id");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http::header::HeaderName;
@@ -32,6 +32,14 @@ pub const DEFAULT_UPSTREAM_RESPONSE: Duration = Duration::from_secs(30);
 /// Default time a client has to send a complete request head: 10 s, so slow-header clients
 /// cannot hold connections open (Slowloris).
 pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
+/// Default interval of the pings that tell a live HTTP/2 client from a gone or silent one (it
+/// must answer within `header_read`): 30 s, so a dead connection is found within a minute at
+/// the cost of 17 bytes each way.
+pub const DEFAULT_HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Default cap on the connections one listener serves at once: 10 000, far above what one
+/// instance serves in practice and below the file-descriptor limits production hosts set; it
+/// bounds memory and descriptors under a connection flood.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default time in-flight requests get to finish after SIGTERM or ctrl-c: 10 s, below
 /// Kubernetes' default 30 s termination grace period.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -59,6 +67,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
+    "x-real-ip",
+    "forwarded",
 ];
 
 /// A configuration problem, naming the key path and why.
@@ -140,9 +150,18 @@ pub struct FileConfig {
     pub forward_authorization: bool,
     /// Tokens in cookies.
     pub cookies: Option<CookiesFile>,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` is extended rather than replaced
+    /// (proxy mode; default none).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNetValue>,
+    /// The `[forward_auth]` table (forward-auth mode only).
+    pub forward_auth: Option<ForwardAuthFile>,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    /// The `[limits]` table.
+    #[serde(default)]
+    pub limits: LimitsFile,
     /// Cap on a request head, in bytes (default 32 KiB, at least 8 KiB).
     pub max_header_bytes: Option<usize>,
     /// Cap on a token, in bytes (default 8 KiB).
@@ -262,6 +281,23 @@ pub struct CookiesFile {
     pub allowed_origins: Vec<String>,
 }
 
+/// The `[forward_auth]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthFile {
+    /// Envoy `ext_authz` (HTTP) style: a request whose path is under this prefix describes the
+    /// original request by its own method and the rest of its path.
+    pub path_prefix: Option<String>,
+}
+
+/// The `[limits]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Connections served at once per listener (default 10 000); more are closed on arrival.
+    pub max_connections: Option<usize>,
+}
+
 /// The `[timeouts]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,8 +306,10 @@ pub struct TimeoutsFile {
     pub upstream_connect: Option<DurationValue>,
     /// The upstream's status and headers (→ 504).
     pub upstream_response: Option<DurationValue>,
-    /// A client's complete request head.
+    /// A client's first bytes, each complete HTTP/1 request head, an answer to an HTTP/2 ping.
     pub header_read: Option<DurationValue>,
+    /// The interval of HTTP/2 pings.
+    pub http2_keep_alive: Option<DurationValue>,
     /// In-flight requests after SIGTERM / ctrl-c.
     pub shutdown_grace: Option<DurationValue>,
 }
@@ -416,12 +454,89 @@ impl<'de> Deserialize<'de> for HeaderNameValue {
         let name = String::deserialize(d)?;
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| serde::de::Error::custom(format!("{name:?} is not a valid header name")))?;
-        if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("proxy-") {
+        // `X_Forwarded_For` reaches CGI-style stacks as `X-Forwarded-For` would.
+        let dashed = header.as_str().replace('_', "-");
+        if RESERVED_HEADERS.contains(&dashed.as_str()) || dashed.starts_with("proxy-") {
             return Err(serde::de::Error::custom(format!(
                 "{name:?} is a header the gateway manages itself; choose another name, like \"X-User\""
             )));
         }
         Ok(HeaderNameValue(header))
+    }
+}
+
+/// An address or a CIDR block (`10.0.0.0/8`, `127.0.0.1`, `fd00::/8`, `::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses an address (a block of one) or `address/prefix` with no host bits set.
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or a CIDR block like \"10.0.0.0/8\""))?;
+        if let IpAddr::V6(v6) = network
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return Err(format!("{text:?}: write the IPv4 address itself ({v4})"));
+        }
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be at most {max}"))?,
+            Some(_) => return Err(format!("{text:?}: the prefix length must be a number, like /8")),
+        };
+        let net = IpNet { network, prefix };
+        if net.masked(network) != Some(bits(network)) {
+            return Err(format!("{text:?}: the address has bits set beyond the /{prefix} prefix"));
+        }
+        Ok(net)
+    }
+
+    /// Whether `ip` (IPv4-mapped IPv6 read as IPv4) is in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.masked(ip.to_canonical()) == self.masked(self.network)
+    }
+
+    /// `ip`'s first `prefix` bits, if `ip` is of the block's family.
+    fn masked(&self, ip: IpAddr) -> Option<u128> {
+        let width: u32 = if self.network.is_ipv4() { 32 } else { 128 };
+        if ip.is_ipv4() != self.network.is_ipv4() {
+            return None;
+        }
+        let host_bits = width - u32::from(self.prefix);
+        let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+        Some(bits(ip) & mask)
+    }
+}
+
+/// The address as a number (IPv4 in the low 32 bits).
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// A `trusted_proxies` entry.
+#[derive(Debug, Clone, Copy)]
+pub struct IpNetValue(pub IpNet);
+
+impl<'de> Deserialize<'de> for IpNetValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        IpNet::parse(&text).map(IpNetValue).map_err(serde::de::Error::custom)
     }
 }
 
@@ -550,10 +665,14 @@ pub struct Settings {
     pub forward_authorization: bool,
     /// Tokens in cookies, if enabled.
     pub cookies: Option<CookieSettings>,
+    /// Peers whose `X-Forwarded-For` is extended rather than replaced.
+    pub trusted_proxies: Vec<IpNet>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Cap on a request head.
     pub max_header_bytes: usize,
+    /// Connections served at once by the main listener.
+    pub max_connections: usize,
     /// What builds the library's layer.
     pub gate: GateSettings,
 }
@@ -567,7 +686,11 @@ pub enum Frontend {
         upstream: UpstreamUrl,
     },
     /// Forward-auth endpoint.
-    ForwardAuth,
+    ForwardAuth {
+        /// Envoy style: requests under this prefix describe the original by their own method
+        /// and the rest of their path.
+        path_prefix: Option<String>,
+    },
 }
 
 /// The admin listener.
@@ -620,8 +743,10 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// The upstream's response head.
     pub upstream_response: Duration,
-    /// A client's request head.
+    /// A client's first bytes, HTTP/1 request heads, HTTP/2 ping answers.
     pub header_read: Duration,
+    /// HTTP/2 ping interval.
+    pub http2_keep_alive: Duration,
     /// Graceful shutdown.
     pub shutdown_grace: Duration,
 }
@@ -672,6 +797,16 @@ impl GateSettings {
 impl FileConfig {
     /// Checks what single keys cannot, reads secrets from `env`, and builds [`Settings`].
     pub fn resolve(self, env: &dyn Environment) -> Result<Settings, ConfigError> {
+        if self.mode == FrontendMode::Proxy && self.forward_auth.is_some() {
+            return Err(ConfigError::at("forward_auth", "only used when mode = \"forward_auth\"; remove it"));
+        }
+        if self.mode == FrontendMode::ForwardAuth && !self.trusted_proxies.is_empty() {
+            return Err(ConfigError::at(
+                "trusted_proxies",
+                "only used when mode = \"proxy\" (the calling proxy sets X-Forwarded-For); remove it",
+            ));
+        }
+
         let frontend = match (self.mode, self.upstream) {
             (FrontendMode::Proxy, Some(upstream)) => Frontend::Proxy { upstream },
             (FrontendMode::Proxy, None) => {
@@ -680,7 +815,13 @@ impl FileConfig {
                     "missing (required when mode = \"proxy\", the default)",
                 ));
             }
-            (FrontendMode::ForwardAuth, None) => Frontend::ForwardAuth,
+            (FrontendMode::ForwardAuth, None) => {
+                let path_prefix = match self.forward_auth.and_then(|f| f.path_prefix) {
+                    None => None,
+                    Some(prefix) => Some(check_path_prefix(prefix)?),
+                };
+                Frontend::ForwardAuth { path_prefix }
+            }
             (FrontendMode::ForwardAuth, Some(_)) => {
                 return Err(ConfigError::at(
                     "upstream",
@@ -816,12 +957,14 @@ impl FileConfig {
             upstream_connect: t.upstream_connect.map_or(DEFAULT_UPSTREAM_CONNECT, |d| d.0),
             upstream_response: t.upstream_response.map_or(DEFAULT_UPSTREAM_RESPONSE, |d| d.0),
             header_read: t.header_read.map_or(DEFAULT_HEADER_READ, |d| d.0),
+            http2_keep_alive: t.http2_keep_alive.map_or(DEFAULT_HTTP2_KEEP_ALIVE, |d| d.0),
             shutdown_grace: t.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
         };
         for (key, value) in [
             ("timeouts.upstream_connect", timeouts.upstream_connect),
             ("timeouts.upstream_response", timeouts.upstream_response),
             ("timeouts.header_read", timeouts.header_read),
+            ("timeouts.http2_keep_alive", timeouts.http2_keep_alive),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::at(key, "must be more than 0"));
@@ -831,6 +974,10 @@ impl FileConfig {
         let max_header_bytes = self.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
         if max_header_bytes < MIN_MAX_HEADER_BYTES {
             return Err(ConfigError::at("max_header_bytes", format!("at least {MIN_MAX_HEADER_BYTES}")));
+        }
+        let max_connections = self.limits.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError::at("limits.max_connections", "must be more than 0"));
         }
         if self.max_token_bytes == Some(0) {
             return Err(ConfigError::at("max_token_bytes", "must be more than 0"));
@@ -843,8 +990,10 @@ impl FileConfig {
             identity,
             forward_authorization: self.forward_authorization,
             cookies,
+            trusted_proxies: self.trusted_proxies.into_iter().map(|n| n.0).collect(),
             timeouts,
             max_header_bytes,
+            max_connections,
             gate: GateSettings {
                 issuers,
                 policy,
@@ -924,6 +1073,24 @@ fn resolve_introspection(
     Ok(config)
 }
 
+/// A `[forward_auth] path_prefix`: `/` and plain segments (unreserved characters), no `/` at
+/// the end, so that "under the prefix" has one meaning.
+fn check_path_prefix(prefix: String) -> Result<String, ConfigError> {
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    match prefix.strip_prefix('/') {
+        Some(rest) if rest.split('/').all(plain) => Ok(prefix),
+        _ => Err(ConfigError::at(
+            "forward_auth.path_prefix",
+            format!("{prefix:?} is not a path prefix like \"/ext_authz\" (plain segments, no trailing /)"),
+        )),
+    }
+}
+
 fn resolve_identity(file: IdentityFile) -> Result<IdentitySettings, ConfigError> {
     let identity = IdentitySettings {
         subject: file.subject.map(|h| h.0),
@@ -937,7 +1104,8 @@ fn resolve_identity(file: IdentityFile) -> Result<IdentitySettings, ConfigError>
     }
     let mut seen = HashSet::new();
     for name in identity.header_names() {
-        if !seen.insert(name.clone()) {
+        // `X_User` and `X-User` are one header to CGI-style upstreams.
+        if !seen.insert(name.as_str().replace('_', "-")) {
             return Err(ConfigError::at("identity", format!("the header {name} is mapped twice")));
         }
     }
@@ -1107,6 +1275,68 @@ scopes = ["admin"]
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn ip_blocks() {
+        let net = |t: &str| IpNet::parse(t).unwrap();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(net("10.0.0.0/8").contains(ip("10.200.1.2")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(net("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!net("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(net("127.0.0.1").contains(ip("::ffff:127.0.0.1")), "IPv4-mapped peers are IPv4");
+        assert!(net("0.0.0.0/0").contains(ip("203.0.113.1")));
+        assert!(!net("0.0.0.0/0").contains(ip("::1")));
+        assert!(net("fd00::/8").contains(ip("fd12::1")));
+        assert!(net("::1").contains(ip("::1")));
+        assert!(net("::/0").contains(ip("2001:db8::1")));
+        for bad in
+            ["10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/+8", "::ffff:10.0.0.1", "localhost", ""]
+        {
+            assert!(IpNet::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn gateway_limits_and_modes() {
+        let settings = parse(&format!("trusted_proxies = [\"10.0.0.0/8\"]\n{DESIGN_MINIMUM}")).unwrap();
+        let settings = settings.resolve(&Env(HashMap::new())).unwrap();
+        assert_eq!(settings.trusted_proxies, [IpNet::parse("10.0.0.0/8").unwrap()]);
+        assert_eq!(settings.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(settings.timeouts.http2_keep_alive, DEFAULT_HTTP2_KEEP_ALIVE);
+
+        let bad_proxy = format!("trusted_proxies = [\"10.0.0.1/8\"]\n{DESIGN_MINIMUM}");
+        assert!(error(&bad_proxy).starts_with("trusted_proxies[0]: "), "{}", error(&bad_proxy));
+        let zero = format!("{DESIGN_MINIMUM}\n[limits]\nmax_connections = 0\n");
+        assert_eq!(error(&zero), "limits.max_connections: must be more than 0");
+        let prefix_in_proxy = format!("{DESIGN_MINIMUM}\n[forward_auth]\npath_prefix = \"/ext_authz\"\n");
+        assert!(
+            error(&prefix_in_proxy).starts_with("forward_auth: only used"),
+            "{}",
+            error(&prefix_in_proxy)
+        );
+
+        let forward_auth =
+            DESIGN_MINIMUM.replace("upstream = \"http://127.0.0.1:9000\"", "mode = \"forward_auth\"");
+        let with_prefix =
+            |prefix: &str| format!("{forward_auth}\n[forward_auth]\npath_prefix = \"{prefix}\"\n");
+        let settings = parse(&with_prefix("/ext_authz")).unwrap().resolve(&Env(HashMap::new())).unwrap();
+        assert!(matches!(
+            settings.frontend,
+            Frontend::ForwardAuth { path_prefix: Some(ref p) } if p == "/ext_authz"
+        ));
+        for bad in ["ext_authz", "/", "/ext_authz/", "/a//b", "/a/../b", "/a?b", "/a%2Fb", "/a b"] {
+            let text = with_prefix(bad);
+            assert!(error(&text).starts_with("forward_auth.path_prefix: "), "{bad:?}: {}", error(&text));
+        }
+        let proxies_in_forward_auth = format!("trusted_proxies = [\"127.0.0.1\"]\n{forward_auth}");
+        assert!(error(&proxies_in_forward_auth).starts_with("trusted_proxies: only used"));
+
+        let spoofable = format!("{DESIGN_MINIMUM}\n[identity]\nsubject = \"X_Forwarded_For\"\n");
+        assert!(error(&spoofable).starts_with("identity.subject: "), "{}", error(&spoofable));
+        let twice = format!("{DESIGN_MINIMUM}\n[identity]\nsubject = \"X-User\"\nclient_id = \"X_User\"\n");
+        assert!(error(&twice).contains("mapped twice"), "{}", error(&twice));
     }
 
     #[test]

@@ -184,13 +184,16 @@ async fn start_console(issuer: Issuer) -> std::io::Result<(SocketAddr, watch::Se
     let (stop, signal) = watch::channel(false);
     let limits = ServerLimits {
         max_header_bytes: config::DEFAULT_MAX_HEADER_BYTES,
-        header_read_timeout: Duration::from_secs(10),
+        header_read_timeout: config::DEFAULT_HEADER_READ,
+        http2_keep_alive: config::DEFAULT_HTTP2_KEEP_ALIVE,
+        max_connections: config::DEFAULT_MAX_CONNECTIONS,
     };
     let issuer = Arc::new(issuer);
     tokio::spawn(server::serve(
         "issuer-console",
         listener,
         limits,
+        Arc::default(),
         signal,
         Duration::ZERO,
         move |request, _| revoke_at_issuer(issuer.clone(), request),

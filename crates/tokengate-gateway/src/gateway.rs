@@ -17,6 +17,10 @@ use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
 use crate::server::{self, ServerLimits};
 
+/// Connections the admin listener serves at once: its own cap, so that a flood on the main
+/// listener never locks operators out, and small — probes and scrapers need a handful.
+const ADMIN_MAX_CONNECTIONS: usize = 128;
+
 /// A running gateway.
 pub struct Gateway {
     /// The proxy's or forward-auth endpoint's address.
@@ -50,6 +54,8 @@ impl Gateway {
         let limits = ServerLimits {
             max_header_bytes: settings.max_header_bytes,
             header_read_timeout: settings.timeouts.header_read,
+            http2_keep_alive: settings.timeouts.http2_keep_alive,
+            max_connections: settings.max_connections,
         };
         let grace = settings.timeouts.shutdown_grace;
 
@@ -77,22 +83,29 @@ impl Gateway {
         let mut tasks = Vec::new();
         match &settings.frontend {
             Frontend::Proxy { upstream } => {
-                let proxy = Arc::new(Proxy::new(shared, upstream, &settings.timeouts));
+                let proxy = Arc::new(Proxy::new(
+                    shared,
+                    upstream,
+                    &settings.timeouts,
+                    settings.trusted_proxies.clone(),
+                ));
                 tasks.push(tokio::spawn(server::serve(
                     "proxy",
                     listener,
                     limits,
+                    metrics.main_connections.clone(),
                     signal.clone(),
                     grace,
                     move |request, peer| proxy.clone().handle(request, peer),
                 )));
             }
-            Frontend::ForwardAuth => {
-                let endpoint = Arc::new(ForwardAuth::new(shared));
+            Frontend::ForwardAuth { path_prefix } => {
+                let endpoint = Arc::new(ForwardAuth::new(shared, path_prefix.clone()));
                 tasks.push(tokio::spawn(server::serve(
                     "forward_auth",
                     listener,
                     limits,
+                    metrics.main_connections.clone(),
                     signal.clone(),
                     grace,
                     move |request, peer| endpoint.clone().handle(request, peer),
@@ -100,11 +113,13 @@ impl Gateway {
             }
         }
         if let (Some(listener), Some(admin)) = (admin_listener, &settings.admin) {
+            let counters = metrics.admin_connections.clone();
             let admin = Arc::new(Admin::new(gate, metrics, admin.token.clone()));
             tasks.push(tokio::spawn(server::serve(
                 "admin",
                 listener,
-                limits,
+                ServerLimits { max_connections: ADMIN_MAX_CONNECTIONS, ..limits },
+                counters,
                 signal,
                 grace,
                 move |request, peer| admin.clone().handle(request, peer),

@@ -1,5 +1,10 @@
 //! Small HTTP helpers shared by the listeners: the response body type, JSON answers, and the
-//! header hygiene every proxy owes its upstream (hop-by-hop headers, path overrides).
+//! header hygiene every proxy owes its upstream (hop-by-hop headers, path overrides, client
+//! addresses).
+//!
+//! CGI, WSGI, PHP and Rack read a header `X-User` as `HTTP_X_USER` — and `X_User` as well. So
+//! where a header must not come from the client, its underscore spellings are removed too
+//! ([`same_field`]).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -90,10 +95,38 @@ pub const PATH_OVERRIDE_HEADERS: &[&str] = &[
     "x-method-override",
 ];
 
-/// Removes every [`PATH_OVERRIDE_HEADERS`] header.
+/// Removes every [`PATH_OVERRIDE_HEADERS`] header, however spelled with `_`.
 pub fn remove_path_overrides(headers: &mut HeaderMap) {
-    for name in PATH_OVERRIDE_HEADERS {
-        headers.remove(*name);
+    remove_where(headers, |name| PATH_OVERRIDE_HEADERS.iter().any(|h| same_field(name, h)));
+}
+
+/// Headers that claim a client address or protocol; the gateway sets `X-Forwarded-*` itself.
+pub const CLIENT_ADDRESS_HEADERS: &[&str] =
+    &["forwarded", "x-real-ip", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"];
+
+/// Removes `Forwarded` (RFC 7239), `X-Real-IP` and every underscore spelling of the
+/// [`CLIENT_ADDRESS_HEADERS`]; `X-Forwarded-*` themselves are left for the caller to replace.
+pub fn remove_client_addresses(headers: &mut HeaderMap) {
+    remove_where(headers, |name| {
+        name == "forwarded"
+            || name == "x-real-ip"
+            || (name.contains('_') && CLIENT_ADDRESS_HEADERS.iter().any(|h| same_field(name, h)))
+    });
+}
+
+/// Whether header names `a` and `b` are the same field to an upstream that reads `_` as `-`.
+/// Both are lower-case (`HeaderName` always is).
+pub fn same_field(a: &str, b: &str) -> bool {
+    let dash = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| dash(x) == dash(y))
+}
+
+/// Removes every header whose name satisfies `doomed`.
+pub fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    // Empty, and so free, in the common case of nothing to remove.
+    let names: Vec<HeaderName> = headers.keys().filter(|name| doomed(name.as_str())).cloned().collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 
@@ -114,5 +147,26 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn removes_underscore_spellings() {
+        let mut h = HeaderMap::new();
+        for name in
+            ["x_original_uri", "X_HTTP_Method-Override", "x-rewrite-url", "x_forwarded_for", "x_real_ip"]
+        {
+            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("/admin"));
+        }
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.1"));
+        h.insert("forwarded", HeaderValue::from_static("for=203.0.113.1"));
+        h.insert("x-original-urix", HeaderValue::from_static("kept"));
+        remove_path_overrides(&mut h);
+        remove_client_addresses(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-forwarded-for", "x-original-urix"]);
+        assert!(same_field("x_user", "x-user"));
+        assert!(same_field("x-user", "x_user"));
+        assert!(!same_field("x-users", "x-user"));
     }
 }

@@ -130,7 +130,7 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(settings) => {
             let mode = match settings.frontend {
                 Frontend::Proxy { .. } => "proxy",
-                Frontend::ForwardAuth => "forward_auth",
+                Frontend::ForwardAuth { .. } => "forward_auth",
             };
             println!(
                 "{}: configuration OK (mode {mode}, {} issuer(s), {} route rule(s)); issuers were not contacted",
@@ -174,7 +174,7 @@ fn print_addresses(settings: &Settings, gateway: &Gateway) {
         Frontend::Proxy { upstream } => {
             println!("proxy listening on http://{} (upstream {})", gateway.listen, upstream.base());
         }
-        Frontend::ForwardAuth => println!("forward-auth listening on http://{}", gateway.listen),
+        Frontend::ForwardAuth { .. } => println!("forward-auth listening on http://{}", gateway.listen),
     }
     if let Some(admin) = gateway.admin {
         println!("admin listening on http://{admin} (/healthz /readyz /metrics /revocations)");

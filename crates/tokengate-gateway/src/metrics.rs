@@ -4,11 +4,14 @@
 //! Recording a request is three relaxed atomic additions: no lock, no allocation.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokengate::jwks::KeyStoreStatus;
 use tokengate::{AuthError, Gate};
+
+use crate::server::ConnectionCounters;
 
 /// Why a request ended the way it did: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +104,10 @@ pub struct Metrics {
     /// Per bucket (not cumulative; summed when rendered), then +Inf.
     latency: [AtomicU64; BUCKETS_MICROS.len() + 1],
     latency_sum_micros: AtomicU64,
+    /// The proxy's or forward-auth endpoint's connections.
+    pub main_connections: Arc<ConnectionCounters>,
+    /// The admin listener's connections.
+    pub admin_connections: Arc<ConnectionCounters>,
 }
 
 impl Default for Metrics {
@@ -109,6 +116,8 @@ impl Default for Metrics {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_micros: AtomicU64::new(0),
+            main_connections: Arc::default(),
+            admin_connections: Arc::default(),
         }
     }
 }
@@ -129,6 +138,7 @@ impl Metrics {
     pub fn render(&self, gate: &Gate) -> String {
         let mut out = String::with_capacity(4096);
         self.render_requests(&mut out);
+        self.render_connections(&mut out);
         render_keys(&mut out, gate);
         render_introspection(&mut out, gate);
         header(&mut out, "tokengate_revocations", "gauge", "Entries in the local revocation list.");
@@ -174,6 +184,28 @@ impl Metrics {
         let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "tokengate_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "tokengate_request_duration_seconds_count {cumulative}");
+    }
+
+    fn render_connections(&self, out: &mut String) {
+        let listeners = [("main", &self.main_connections), ("admin", &self.admin_connections)];
+        header(out, "tokengate_connections_open", "gauge", "Connections being served, by listener.");
+        for (listener, counters) in listeners {
+            let _ =
+                writeln!(out, "tokengate_connections_open{{listener=\"{listener}\"}} {}", counters.open());
+        }
+        header(
+            out,
+            "tokengate_connections_refused_total",
+            "counter",
+            "Connections closed on arrival at the max_connections limit, by listener.",
+        );
+        for (listener, counters) in listeners {
+            let _ = writeln!(
+                out,
+                "tokengate_connections_refused_total{{listener=\"{listener}\"}} {}",
+                counters.refused()
+            );
+        }
     }
 }
 

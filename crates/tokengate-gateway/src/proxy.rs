@@ -4,10 +4,22 @@
 //! What the upstream receives: the method; the *normalised* path the rules matched (never the
 //! raw one) and the query as sent; the client's headers minus hop-by-hop headers, minus
 //! headers that could make it act on another path or method, minus every inbound copy of the
-//! identity headers (on every route, public ones too), then the identity headers of the
-//! verified caller, `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` and
-//! `X-Forwarded-Host` (set, never trusted from the client), and `Host` set to the upstream's.
-//! `Authorization` — and a token cookie — only when `forward_authorization = true`.
+//! identity headers (on every route, public ones too), minus `Forwarded` and `X-Real-IP` —
+//! each of these however spelled with `_` for `-` — then the identity headers of the verified
+//! caller, `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` (set, never trusted
+//! from the client), and `Host` set to the upstream's. `Authorization` and the token cookie
+//! only when `forward_authorization = true` (the cookie is removed even when the token came
+//! from `Authorization`; other cookies stay).
+//!
+//! `X-Forwarded-For` is the peer's address alone, unless the peer is one of `trusted_proxies`:
+//! then the chain it sent, with its address appended. A client that talks to the gateway
+//! directly cannot plant addresses in the chain, and a proxy in front can be believed.
+//!
+//! The `upstream_response` timer starts when the request is handed to the pooled client and
+//! stops at the upstream's response head: it includes sending the request body, so a slow
+//! upload counts against it. That keeps a client that trickles a body from holding an upstream
+//! connection for ever; uploads that take long need a larger value. The response body then
+//! streams with no deadline of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +34,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokengate::Gate;
 
-use crate::access::{self, TokenSource};
-use crate::config::{CookieSettings, IdentitySettings, Timeouts, UpstreamUrl};
-use crate::http_util::{Body, json_error, remove_hop_by_hop, remove_path_overrides};
+use crate::access;
+use crate::config::{CookieSettings, IdentitySettings, IpNet, Timeouts, UpstreamUrl};
+use crate::http_util::{Body, json_error, remove_client_addresses, remove_hop_by_hop, remove_path_overrides};
 use crate::metrics::{Metrics, Outcome};
 
 /// How long an idle pooled upstream connection is kept: 60 s, under the usual 75 s of
@@ -57,11 +69,17 @@ pub struct Proxy {
     upstream_host: HeaderValue,
     client: Client<HttpConnector, Incoming>,
     response_timeout: Duration,
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl Proxy {
-    /// A proxy to `upstream`.
-    pub fn new(shared: Shared, upstream: &UpstreamUrl, timeouts: &Timeouts) -> Self {
+    /// A proxy to `upstream`, believing the `X-Forwarded-For` of `trusted_proxies`.
+    pub fn new(
+        shared: Shared,
+        upstream: &UpstreamUrl,
+        timeouts: &Timeouts,
+        trusted_proxies: Vec<IpNet>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeouts.upstream_connect));
         connector.set_nodelay(true);
@@ -77,6 +95,7 @@ impl Proxy {
             upstream_host,
             client,
             response_timeout: timeouts.upstream_response,
+            trusted_proxies,
         }
     }
 
@@ -99,7 +118,7 @@ impl Proxy {
             &parts.headers,
         )
         .await;
-        let (authorized, source) = match decision {
+        let (authorized, _) = match decision {
             Ok(decision) => decision,
             Err(refusal) => return (refusal.response, refusal.outcome),
         };
@@ -129,15 +148,17 @@ impl Proxy {
         remove_hop_by_hop(&mut headers);
         remove_path_overrides(&mut headers);
         shared.identity.strip(&mut headers);
+        remove_client_addresses(&mut headers);
         if !shared.forward_authorization {
             headers.remove(header::AUTHORIZATION);
-            if source == TokenSource::Cookie
-                && let Some(cookies) = &shared.cookies
-            {
+            // Whichever credential was used: a token the upstream is not meant to see must not
+            // ride along in a cookie next to an `Authorization` header.
+            if let Some(cookies) = &shared.cookies {
                 access::remove_cookie(&mut headers, &cookies.name);
             }
         }
-        set_forwarded(&mut headers, peer, original_host);
+        let trusted = self.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
+        set_forwarded(&mut headers, peer, trusted, original_host);
         headers.insert(header::HOST, self.upstream_host.clone());
         if let Some(principal) = &authorized.principal {
             shared.identity.inject(principal, &mut headers);
@@ -181,16 +202,21 @@ impl Proxy {
     }
 }
 
-/// `X-Forwarded-For`: the client's chain plus its address; `-Proto` and `-Host`: ours, any
-/// inbound value dropped (the gateway terminates plain HTTP and knows the host it was asked).
-fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
-    let previous: Vec<String> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .collect();
+/// `X-Forwarded-For`: the peer's address, after the chain it sent when it is `trusted`;
+/// `-Proto` and `-Host`: ours, any inbound value dropped (the gateway terminates plain HTTP and
+/// knows the host it was asked).
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: bool, host: Option<HeaderValue>) {
+    let previous: Vec<String> = if trusted {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let ip = peer.ip().to_canonical().to_string();
     let chain = if previous.is_empty() { ip } else { format!("{}, {ip}", previous.join(", ")) };
     headers.remove(&X_FORWARDED_FOR);
@@ -221,13 +247,22 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append_and_replace() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), Some(HeaderValue::from_static("api.local")));
+        let inbound = || {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+            h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+            h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            h
+        };
+        let peer = "127.0.0.1:5000".parse().unwrap();
+        let mut h = inbound();
+        set_forwarded(&mut h, peer, true, Some(HeaderValue::from_static("api.local")));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "api.local");
         assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = inbound();
+        set_forwarded(&mut h, peer, false, None);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

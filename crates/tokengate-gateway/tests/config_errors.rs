@@ -92,6 +92,36 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn connection_limits_proxies_and_prefixes_name_their_key() {
+    let (ok, output) = check(
+        &format!(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{VALID}\n[limits]\nmax_connections = 500\n[timeouts]\nhttp2_keep_alive = \"20s\"\n"
+        ),
+        ENV,
+    );
+    assert!(ok, "{output}");
+    refused(&format!("trusted_proxies = [\"10.0.0.1/8\"]\n{VALID}"), "trusted_proxies[0]: ");
+    refused(&format!("trusted_proxies = [\"proxy.local\"]\n{VALID}"), "trusted_proxies[0]: ");
+    refused(
+        &format!("{VALID}\n[limits]\nmax_connections = 0\n"),
+        "limits.max_connections: must be more than 0",
+    );
+    refused(&format!("{VALID}\n[limits]\nmax_conns = 5\n"), "limits.max_conns: unknown key");
+    refused(
+        &format!("{VALID}\n[timeouts]\nhttp2_keep_alive = \"0s\"\n"),
+        "timeouts.http2_keep_alive: must be",
+    );
+    refused(&format!("{VALID}\n[forward_auth]\npath_prefix = \"/ext_authz\"\n"), "forward_auth: only used");
+    let forward_auth = VALID.replace("upstream = \"http://127.0.0.1:9000\"", "mode = \"forward_auth\"");
+    let (ok, output) = check(&format!("{forward_auth}\n[forward_auth]\npath_prefix = \"/ext_authz\"\n"), ENV);
+    assert!(ok, "{output}");
+    refused(
+        &format!("{forward_auth}\n[forward_auth]\npath_prefix = \"/ext_authz/\"\n"),
+        "forward_auth.path_prefix: ",
+    );
+}
+
+#[test]
 fn a_missing_secret_variable_is_refused_without_printing_secrets() {
     let (ok, output) = check(VALID, &[]);
     assert!(!ok);

@@ -1,5 +1,6 @@
-//! Forward-auth mode: directly (the Traefik/Caddy headers, refusals), and end to end behind a
-//! real nginx with `auth_request`, which passes the identity headers on to the upstream.
+//! Forward-auth mode: directly (the Traefik/Caddy headers, Envoy's `ext_authz` HTTP requests,
+//! refusals), and end to end behind a real nginx with `auth_request`, which passes the identity
+//! headers on to the upstream.
 //!
 //! nginx comes from Debian's `nginx` package, which `.ci/run` installs. Without it the nginx
 //! test fails and says so: a skipped test would hide a broken integration.
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use common::{Gateway, TempDir, free_port, introspection_toml, issuer_toml};
 use tokengate_testkit::{EchoUpstream, Issuer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn config(issuer: &Issuer) -> String {
+fn config(issuer: &Issuer, extra: &str) -> String {
     format!(
         r#"listen = "127.0.0.1:0"
 mode = "forward_auth"
@@ -37,6 +39,8 @@ mode = "public"
 path = "/admin/*"
 mode = "local"
 scopes = ["admin"]
+
+{extra}
 "#,
         issuer = issuer_toml(issuer),
         introspection = introspection_toml(issuer),
@@ -46,7 +50,7 @@ scopes = ["admin"]
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_traefik_and_caddy_style_requests() {
     let issuer = Issuer::start().await;
-    let gw = Gateway::start(&config(&issuer), &[]).await;
+    let gw = Gateway::start(&config(&issuer, ""), &[]).await;
     let client = reqwest::Client::new();
     let token = issuer.token().sub("carol").scope("read admin").sign();
     let auth = format!("{}/auth", gw.url());
@@ -87,6 +91,103 @@ async fn answers_traefik_and_caddy_style_requests() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+
+    // The original URI must be an origin-form request target: with a fragment, the rules would
+    // judge one path and the upstream serve another.
+    for target in ["/admin#/x", "/public/x#/../../admin", "/admin x"] {
+        let r = client
+            .get(&auth)
+            .header("x-original-method", "GET")
+            .header("x-original-uri", target)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{target:?}");
+        assert!(r.headers().get("x-user").is_none());
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+    }
+}
+
+/// Requests shaped as Envoy's `ext_authz` `http_service` sends them: the original method, to
+/// `path_prefix` + the original path and query, with the original `Authorization`.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_envoy_style_requests_under_the_path_prefix() {
+    let issuer = Issuer::start().await;
+    let gw = Gateway::start(&config(&issuer, "[forward_auth]\npath_prefix = \"/ext_authz\""), &[]).await;
+    let client = reqwest::Client::new();
+    let admin = issuer.token().sub("erin").scope("read admin").sign();
+    let reader = issuer.token().sub("frank").scope("read").sign();
+    let check =
+        |method: reqwest::Method, path: &str| client.request(method, format!("{}/ext_authz{path}", gw.url()));
+
+    let r = check(reqwest::Method::POST, "/admin/users?page=2")
+        .header("authorization", format!("Bearer {admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-user"], "erin");
+    assert_eq!(r.headers()["x-scopes"], "read admin");
+    // Every identity header is set, so Envoy is only asked to drop the `_` spellings.
+    assert_eq!(r.headers()["x-envoy-auth-headers-to-remove"], "x_user, x_scopes");
+
+    let r = check(reqwest::Method::DELETE, "/admin/users").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"tokengate\"");
+
+    let r = check(reqwest::Method::DELETE, "/admin/users")
+        .header("authorization", format!("Bearer {reader}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+
+    // The rest of the path is judged as the library judges any path: normalised first. (Raw,
+    // because reqwest would resolve the dots itself.)
+    let mut stream = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    let request = format!(
+        "GET /ext_authz/public/../admin/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {reader}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "/public/../admin/x is /admin/x: {answer}");
+
+    // A public route: allowed without a token, and Envoy is told to drop any identity header
+    // the client sent itself.
+    let r = check(reqwest::Method::GET, "/public/info").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-user").is_none());
+    assert_eq!(r.headers()["x-envoy-auth-headers-to-remove"], "x-user, x-scopes, x_user, x_scopes");
+
+    // A client's own X-Forwarded-* passed along by Envoy must not choose what is judged.
+    let r = check(reqwest::Method::POST, "/admin/users")
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/public/info")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Outside the prefix, with nothing else describing the original request: 400.
+    for path in ["/auth", "/ext_authzadmin", "/ext_authz"] {
+        let r = client.get(format!("{}{path}", gw.url())).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+    }
+    // Outside the prefix, the header pairs still work.
+    let r = client
+        .get(format!("{}/auth", gw.url()))
+        .header("x-original-method", "POST")
+        .header("x-original-uri", "/admin/users")
+        .header("authorization", format!("Bearer {admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 /// nginx on loopback, killed on drop.
@@ -201,7 +302,7 @@ async fn behind_a_real_nginx_with_auth_request() {
     assert!(binary.is_file());
     let issuer = Issuer::start().await;
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(&issuer), &[]).await;
+    let gw = Gateway::start(&config(&issuer, ""), &[]).await;
     let nginx = Nginx::start(gw.listen, upstream.addr()).await;
     let client = reqwest::Client::new();
     let token = issuer.token().sub("dave").scope("read admin").sign();

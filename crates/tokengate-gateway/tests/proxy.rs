@@ -1,5 +1,6 @@
 //! The reverse proxy, driven through the built binary: decisions, what the upstream receives,
-//! upstream failures, limits, cookies, the admin API, metrics and graceful shutdown.
+//! upstream failures, streaming, limits on slow and idle connections, cookies, the admin API,
+//! metrics and graceful shutdown.
 
 mod common;
 
@@ -127,7 +128,8 @@ async fn allows_and_refuses_like_the_library() {
 async fn the_upstream_sees_identity_and_clean_headers() {
     let issuer = Issuer::start().await;
     let upstream = EchoUpstream::start().await;
-    let gw = start(&issuer, &upstream.url(), "").await;
+    // The test client is the trusted proxy in front: its X-Forwarded-For chain is extended.
+    let gw = start(&issuer, &upstream.url(), "trusted_proxies = [\"127.0.0.1\"]").await;
     let token =
         issuer.token().sub("alice").scope("read write").claim("email", "alice@example.com".into()).sign();
 
@@ -199,6 +201,61 @@ async fn the_upstream_sees_identity_and_clean_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn spoofable_headers_never_reach_the_upstream() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    let token = issuer.token().sub("alice").scope("read").sign();
+
+    // Underscore spellings (read as HTTP_X_USER etc. by CGI, WSGI, PHP, Rack), Forwarded and
+    // X-Real-IP, and an X-Forwarded-For from a peer that is not a trusted proxy.
+    let request = format!(
+        "GET /api/items HTTP/1.1\r\n\
+         Host: api.example.test\r\n\
+         Authorization: Bearer {token}\r\n\
+         X_User: admin\r\n\
+         x_scopes: admin\r\n\
+         X-Client_Id: evil-client\r\n\
+         X_Email: root@example.com\r\n\
+         X_Original_URI: /admin/secret\r\n\
+         X_HTTP_Method_Override: DELETE\r\n\
+         Forwarded: for=203.0.113.7;proto=https\r\n\
+         X-Real-IP: 203.0.113.7\r\n\
+         X_Real_IP: 203.0.113.8\r\n\
+         X_Forwarded_For: 203.0.113.9\r\n\
+         X-Forwarded-For: 203.0.113.10\r\n\
+         X-Innocent_Header: kept\r\n\
+         Content-Length: 0\r\n\
+         \r\n"
+    );
+    let response = raw_exchange(gw.listen, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = upstream.requests().pop().expect("the upstream got the request");
+    let names: Vec<&str> = seen.headers.iter().map(|(h, _)| h.as_str()).collect();
+    for gone in [
+        "x_user",
+        "x_scopes",
+        "x-client_id",
+        "x_email",
+        "x_original_uri",
+        "x_http_method_override",
+        "forwarded",
+        "x-real-ip",
+        "x_real_ip",
+        "x_forwarded_for",
+    ] {
+        assert!(!names.contains(&gone), "{gone} reached the upstream: {:?}", seen.headers);
+    }
+    assert_eq!(seen.header("x-user"), Some("alice"));
+    assert_eq!(seen.header("x-scopes"), Some("read"));
+    assert_eq!(seen.header("x-innocent_header"), Some("kept"), "other underscore headers pass");
+    // Not a trusted proxy: the chain it sent is replaced by its address.
+    let chain: Vec<&str> =
+        seen.headers.iter().filter(|(h, _)| h == "x-forwarded-for").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(chain, ["127.0.0.1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn authorization_is_forwarded_only_when_configured_and_http2_works() {
     let issuer = Issuer::start().await;
     let upstream = EchoUpstream::start().await;
@@ -237,6 +294,64 @@ async fn request_bodies_stream_through() {
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.header("content-length"), Some("3145728"));
     assert_eq!(seen.body_len, 3 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn response_bodies_stream_through() {
+    const FIRST: usize = 64 * 1024;
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 32;
+    let issuer = Issuer::start().await;
+    // An upstream that sends the first chunk, then waits until the client has it before it
+    // sends the rest: the client only gets there if the gateway streams rather than buffers.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    let first_arrived = Arc::new(Notify::new());
+    let go_on = first_arrived.clone();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = upstream.accept().await.unwrap();
+        read_head(&mut stream).await;
+        stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+        stream.write_all(format!("{FIRST:x}\r\n").as_bytes()).await.unwrap();
+        stream.write_all(&[b'f'; FIRST]).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+        go_on.notified().await;
+        for i in 0..CHUNKS {
+            stream.write_all(format!("{CHUNK:x}\r\n").as_bytes()).await.unwrap();
+            stream.write_all(&[b'a' + (i % 26) as u8; CHUNK]).await.unwrap();
+            stream.write_all(b"\r\n").await.unwrap();
+        }
+        stream.write_all(b"0\r\n\r\n").await.unwrap();
+    });
+
+    let gw = start(&issuer, &upstream_url, "").await;
+    let token = issuer.token().scope("read").sign();
+    let mut r = reqwest::Client::new()
+        .get(format!("{}/api/download", gw.url()))
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = Vec::new();
+    while body.len() < FIRST {
+        let chunk = tokio::time::timeout(common::STARTUP_TIMEOUT, r.chunk())
+            .await
+            .expect("the first chunk was held back: the gateway buffers the response")
+            .unwrap()
+            .expect("the body ended early");
+        body.extend_from_slice(&chunk);
+    }
+    first_arrived.notify_one();
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body.len(), FIRST + CHUNKS * CHUNK);
+    assert!(body[..FIRST].iter().all(|&b| b == b'f'));
+    for (i, chunk) in body[FIRST..].chunks(CHUNK).enumerate() {
+        assert!(chunk.iter().all(|&b| b == b'a' + (i % 26) as u8), "chunk {i} garbled");
+    }
+    server.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,6 +429,89 @@ async fn slow_and_oversized_request_heads_are_cut_off() {
     assert_eq!(upstream.count(), 0);
 }
 
+/// Reads from `stream` until the peer closes it (bounded, so a connection held open fails the
+/// test instead of hanging it) and returns what arrived.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    match tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut buf)).await {
+        Ok(Ok(_)) => buf,
+        // A reset is a close too.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => buf,
+        Ok(Err(e)) => panic!("reading failed: {e}"),
+        Err(_) => panic!("the connection was held open"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_idle_connections_are_closed() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let extra = "[timeouts]\nheader_read = \"300ms\"\nhttp2_keep_alive = \"300ms\"";
+    let gw = start(&issuer, &upstream.url(), extra).await;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    // Connects and sends nothing: closed before the protocol is even known.
+    let mut silent = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    assert!(read_until_closed(&mut silent).await.is_empty());
+
+    // Half of the HTTP/2 preface, then silence.
+    let mut half = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    half.write_all(&PREFACE[..12]).await.unwrap();
+    assert!(read_until_closed(&mut half).await.is_empty());
+
+    // The whole preface, then silence: the gateway's SETTINGS and PING go unanswered.
+    let mut preface_only = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    preface_only.write_all(PREFACE).await.unwrap();
+    let frames = read_until_closed(&mut preface_only).await;
+    assert_eq!(frames.get(3), Some(&0x4), "the gateway spoke HTTP/2 first (a SETTINGS frame)");
+
+    // HTTP/1 keep-alive: one request answered, then an idle connection is closed.
+    let mut idle = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    idle.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let answer = read_until_closed(&mut idle).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_limit_are_closed() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    // A long header_read, so that only the limit can close the second connection.
+    let extra = "[limits]\nmax_connections = 1\n[timeouts]\nheader_read = \"1h\"";
+    let gw = start(&issuer, &upstream.url(), extra).await;
+
+    let holder = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    let mut refused = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    // Refused before a byte was read: nothing comes back, whatever the client sends.
+    let _ = refused.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(read_until_closed(&mut refused).await.is_empty());
+    assert_eq!(upstream.count(), 0);
+
+    // The admin listener has its own limit, and counts.
+    let client = reqwest::Client::new();
+    let metrics =
+        client.get(format!("{}/metrics", gw.admin_url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tokengate_connections_open{listener=\"main\"} 1"), "{metrics}");
+    assert!(metrics.contains("tokengate_connections_refused_total{listener=\"main\"} 1"), "{metrics}");
+
+    // Once the holder leaves, its slot is free again (bounded poll: the gateway notices the
+    // close on its own schedule).
+    drop(holder);
+    let url = format!("{}/public/x", gw.url());
+    let mut served = false;
+    for _ in 0..500 {
+        if let Ok(r) = reqwest::Client::new().get(&url).send().await
+            && r.status() == 200
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "the freed slot was never reused");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cookie_tokens_and_csrf() {
     let issuer = Issuer::start().await;
@@ -364,6 +562,20 @@ async fn cookie_tokens_and_csrf() {
     // A header token needs no origin check; a doubled cookie is refused.
     let r = client.post(&url).header("authorization", bearer(&token)).send().await.unwrap();
     assert_eq!(r.status(), 200);
+
+    // Authorization and the cookie together: the header's token decides, and the cookie's
+    // still never reaches the upstream.
+    let r = client
+        .get(&url)
+        .header("authorization", bearer(&token))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(seen.header("cookie"), Some("theme=dark"), "the token cookie leaked next to Authorization");
+    assert_eq!(seen.header("authorization"), None);
     let r =
         client.get(&url).header("cookie", format!("tg_session={token}; tg_session=x")).send().await.unwrap();
     assert_eq!(r.status(), 400);
@@ -480,12 +692,7 @@ async fn sigterm_finishes_requests_in_flight() {
     let (a, r) = (arrived.clone(), release.clone());
     let server = tokio::spawn(async move {
         let (mut stream, _) = upstream.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
+        read_head(&mut stream).await;
         a.notify_one();
         r.notified().await;
         stream
@@ -521,6 +728,16 @@ async fn sigterm_finishes_requests_in_flight() {
     assert_eq!(body, "done");
     assert!(gw.wait_exit().await.success());
     server.await.unwrap();
+}
+
+/// Reads a request head, byte by byte (the requests these upstreams get have no body).
+async fn read_head(stream: &mut tokio::net::TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
 }
 
 /// Sends `request` on a fresh connection and reads the response head and what follows until
