@@ -26,7 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokengate::{Algorithm, IssuerConfig, TokenGateLayer};
+use tokengate::{Algorithm, IssuerConfig, NonCanonicalPath, TokenGateLayer};
 use tokengate_examples::{TOKEN_TTL_SECS, Try, base_url, bind, ctrl_c, print_tries};
 use tokengate_testkit::{EchoUpstream, Issuer};
 use tower::{ServiceBuilder, service_fn};
@@ -69,6 +69,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .algorithms([Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA])
                 .jwks_url(issuer.jwks_uri()),
         )
+        // `forward` sends on the URI the layer passes, so it may rewrite `//x` or `/a/../x` to
+        // the normalised path its rules judged.
+        .non_canonical_path(NonCanonicalPath::Rewrite)
         .build()
         .await?;
     let client: Upstream = Client::builder(TokioExecutor::new()).build_http();

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokengate_testkit::{EchoUpstream, Endpoint, Fault, Issuer, KeyKind};
 use std::io::{BufRead, BufReader};
+use tokengate_testkit::{EchoUpstream, Endpoint, Fault, Issuer, KeyKind};
 
 /// The longest run allowed: the issue bounds the soak at 10 minutes.
 const MAX_DURATION: Duration = Duration::from_secs(600);
@@ -45,18 +45,16 @@ const ADMIN_SECRET: &str = "soak-admin-secret";
 
 /// The run's schedule, in seconds from the start of load.
 struct Schedule {
-    duration: Duration,
     jwks_down: (Duration, Duration),
     introspection_down: (Duration, Duration),
 }
 
 impl Schedule {
-    fn new(duration: Duration) -> Schedule {
+    fn new() -> Schedule {
         // Both outages fit between warm-up and the last minute, which shows recovery.
         let jwks_from = WARM_UP + Duration::from_secs(30);
         let introspection_from = jwks_from + OUTAGE + Duration::from_secs(30);
         Schedule {
-            duration,
             jwks_down: (jwks_from, jwks_from + OUTAGE),
             introspection_down: (introspection_from, introspection_from + OUTAGE),
         }
@@ -264,11 +262,13 @@ async fn main() {
             "--gateway" => binary = args.next().expect("--gateway PATH"),
             "--duration" => secs = args.next().and_then(|s| s.parse().ok()).expect("--duration SECS"),
             "--workers" => workers = args.next().and_then(|s| s.parse().ok()).expect("--workers N"),
-            other => panic!("unknown argument {other:?}; usage: soak [--gateway PATH] [--duration SECS] [--workers N]"),
+            other => panic!(
+                "unknown argument {other:?}; usage: soak [--gateway PATH] [--duration SECS] [--workers N]"
+            ),
         }
     }
     let duration = Duration::from_secs(secs).min(MAX_DURATION);
-    let schedule = Arc::new(Schedule::new(duration));
+    let schedule = Arc::new(Schedule::new());
     assert!(
         schedule.introspection_down.1 + OUTAGE_GRACE < duration,
         "--duration must leave time after both outages (at least {} s)",
@@ -306,8 +306,11 @@ async fn main() {
     }
     let revoked_at_issuer: Vec<String> = (0..20)
         .map(|n| {
-            let token =
-                issuer.token().claim("jti", json!(format!("soak-issuer-revoked-{n}"))).expires_in(3600).sign();
+            let token = issuer
+                .token()
+                .claim("jti", json!(format!("soak-issuer-revoked-{n}")))
+                .expires_in(3600)
+                .sign();
             issuer.revoke_token(&token);
             token
         })
@@ -333,7 +336,8 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             let mut choice = Choice(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
             while !stop.load(Ordering::Relaxed) {
-                load_once(&client, &base, introspect, &tokens, &tallies, &schedule, started, &mut choice).await;
+                load_once(&client, &base, introspect, &tokens, &tallies, &schedule, started, &mut choice)
+                    .await;
             }
         }));
     }
@@ -415,7 +419,10 @@ async fn main() {
     );
     match (rss_after_warm_up, rss_end, drift) {
         (Some(a), Some(b), Some(d)) => {
-            println!("- gateway RSS: {a} KiB after warm-up, {b} KiB at the end: **{:+.1} %** (must be < 10 %)", d * 100.0)
+            println!(
+                "- gateway RSS: {a} KiB after warm-up, {b} KiB at the end: **{:+.1} %** (must be < 10 %)",
+                d * 100.0
+            )
         }
         _ => println!("- gateway RSS: not measured (no /proc)"),
     }
