@@ -9,11 +9,12 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use tokengate::Algorithm;
 use tokengate::discovery::{MetadataKind, metadata_url, parse_metadata};
 use tokengate::extract::parse_authorization;
+use tokengate::introspect::{Verdict, judge_response};
 use tokengate::jwks::{KeyKind, KeySet};
 use tokengate::jwt::{self, VerifyError};
 use tokengate::policy::{Mode, NormalizedPath, PathPattern, normalize_path};
 
-use crate::world::{HMAC_ISSUER, ISSUER, MAX_TOKEN_BYTES, NOW, is_canonical, layer, poll_once};
+use crate::world::{AUDIENCE, HMAC_ISSUER, ISSUER, MAX_TOKEN_BYTES, NOW, is_canonical, layer, poll_once};
 
 const ALGORITHMS: [Algorithm; 12] = [
     Algorithm::HS256,
@@ -203,6 +204,78 @@ pub fn gate_request(data: &[u8]) {
                 }
             }
             Mode::Optional | Mode::Public => {}
+        }
+    }
+}
+
+/// `tokengate::introspect::judge_response` on arbitrary bytes: an RFC 7662 response body judged
+/// for [`ISSUER`] and [`AUDIENCE`] at [`NOW`].
+///
+/// Invariants: never panics; "active" only for a JSON object whose `active` is `true`, whose
+/// `exp` (if any) lies after now, whose `iss` (if any) is ours and whose `aud` (if any) names our
+/// audience; scopes are reported exactly when the response has a `scope`.
+pub fn introspection_response(data: &[u8]) {
+    let audiences = [AUDIENCE.to_owned()];
+    let Ok(verdict) = judge_response(data, ISSUER, &audiences, NOW) else {
+        return;
+    };
+    let value: serde_json::Value = serde_json::from_slice(data).expect("a verdict comes from valid JSON");
+    let object = value.as_object().expect("a verdict comes from a JSON object");
+    let active = object.get("active").and_then(serde_json::Value::as_bool).expect("a boolean active");
+    match verdict {
+        Verdict::Inactive => {}
+        Verdict::Active { members, scopes } => {
+            assert!(active, "active verdict for active: false");
+            assert_eq!(&members, object);
+            if let Some(exp) = object.get("exp") {
+                assert!(exp.as_f64().expect("a numeric exp") > NOW as f64, "active after exp");
+            }
+            if let Some(iss) = object.get("iss") {
+                assert_eq!(iss.as_str(), Some(ISSUER), "active for another issuer");
+            }
+            if let Some(aud) = object.get("aud") {
+                let names_ours = match aud {
+                    serde_json::Value::String(a) => a == AUDIENCE,
+                    serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(AUDIENCE)),
+                    _ => false,
+                };
+                assert!(names_ours, "active for another audience: {aud}");
+            }
+            assert_eq!(scopes.is_some(), object.contains_key("scope"));
+        }
+    }
+}
+
+/// An environment in which every variable a configuration names is set, so resolving goes as
+/// far as the file allows.
+struct EveryVariableSet;
+
+impl tokengate_gateway::config::Environment for EveryVariableSet {
+    fn var(&self, name: &str) -> Option<String> {
+        Some(format!("value-of-{name}-that-is-long-enough-for-a-secret"))
+    }
+}
+
+/// The gateway's configuration: `tokengate_gateway::config::parse` and `resolve` on arbitrary
+/// text (the seeds are real configurations).
+///
+/// Invariants: never panics; every refusal is a one-line message that names where it is (a key
+/// path or TOML's line and column); a configuration that resolves has at least one issuer, every
+/// issuer has an audience and an algorithm, and its route policy validates.
+pub fn gateway_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match tokengate_gateway::config::parse(text).and_then(|file| file.resolve(&EveryVariableSet)) {
+        Ok(settings) => {
+            assert!(!settings.gate.issuers.is_empty(), "a configuration without an issuer resolved");
+            assert_eq!(settings.gate.issuers.len(), settings.gate.issuer_names.len());
+            assert!(settings.gate.policy.validate().is_ok(), "a resolved policy does not validate");
+        }
+        Err(error) => {
+            let message = error.to_string();
+            assert!(!message.trim().is_empty(), "an empty configuration error");
+            assert!(message.contains(':'), "the error does not say where: {message:?}");
         }
     }
 }

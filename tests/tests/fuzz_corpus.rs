@@ -67,6 +67,16 @@ fn route_patterns_corpus() {
 }
 
 #[test]
+fn introspection_response_corpus() {
+    replay("introspection_response", targets::introspection_response);
+}
+
+#[test]
+fn gateway_config_corpus() {
+    replay("gateway_config", targets::gateway_config);
+}
+
+#[test]
 fn gate_request_corpus() {
     replay("gate_request", targets::gate_request);
 }
@@ -86,5 +96,28 @@ fn valid_seed_tokens_are_accepted_by_the_fuzz_world() {
         let verified =
             tokengate::jwt::verify(token.trim_end(), gate.issuers(), world::NOW, world::MAX_TOKEN_BYTES);
         assert!(verified.is_ok(), "{}: {verified:?}", path.display());
+    }
+}
+
+/// The configuration seeds reach both sides: the README's and the minimal one resolve, the
+/// broken ones do not.
+#[test]
+fn gateway_config_seeds_resolve_and_fail_as_meant() {
+    struct Env;
+    impl tokengate_gateway::config::Environment for Env {
+        fn var(&self, _: &str) -> Option<String> {
+            Some("a-value-long-enough-for-any-secret-here".into())
+        }
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gateway_config");
+    let resolve = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).expect("a seed");
+        tokengate_gateway::config::parse(&text).and_then(|file| file.resolve(&Env)).map(|_| ())
+    };
+    for good in ["minimal", "design_minimum", "readme_0", "forward_auth", "cookies", "introspection"] {
+        assert!(resolve(good).is_ok(), "{good}: {:?}", resolve(good).err().map(|e| e.to_string()));
+    }
+    for bad in ["unknown_key", "bad_duration", "no_issuer", "no_audience", "bad_mode", "scopes_on_public"] {
+        assert!(resolve(bad).is_err(), "{bad} resolved");
     }
 }

@@ -8,27 +8,13 @@
 //! tokengate-gateway explain --config gateway.toml [--route "POST /admin/x"] [TOKEN]
 //! ```
 //!
-//! Modules: `config` (the TOML file → checked settings), `gateway` (listeners, lifecycle),
-//! `server` (accept loop, limits, graceful shutdown), `proxy` (reverse proxy), `forward_auth`
-//! (nginx / Traefik / Caddy / Envoy endpoint), `access` (token source, CSRF, identity headers),
-//! `admin` (health, readiness, metrics, revocations), `metrics`, `demo`, `explain`.
+//! The command line lives here; everything else is the `tokengate_gateway` library
+//! (`src/lib.rs`), which the fuzz targets use too.
 //!
 //! Exit status: 0 success; 1 the gateway could not start (a port, the issuer's keys); 2 a
 //! command line clap refused; 78 (`EX_CONFIG`) an invalid configuration.
 
 #![forbid(unsafe_code)]
-
-mod access;
-mod admin;
-mod config;
-mod demo;
-mod explain;
-mod forward_auth;
-mod gateway;
-mod http_util;
-mod metrics;
-mod proxy;
-mod server;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -37,8 +23,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use http::Method;
 
-use crate::config::{Frontend, ProcessEnv, Settings};
-use crate::gateway::Gateway;
+use tokengate_gateway::config::{Frontend, ProcessEnv, Settings};
+use tokengate_gateway::gateway::Gateway;
+use tokengate_gateway::{config, demo, explain};
 
 /// An invalid configuration (sysexits `EX_CONFIG`).
 const EXIT_CONFIG: u8 = 78;

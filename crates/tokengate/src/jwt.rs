@@ -110,8 +110,9 @@ fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
     URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed)
 }
 
-/// Parses a JSON object, refusing duplicate member names at its top level.
-fn strict_object(json: &[u8]) -> Result<Map<String, Value>, Rejection> {
+/// Parses a JSON object, refusing duplicate member names at its top level (RFC 8725 §3.7 /
+/// RFC 7515 §5.2: a duplicate makes the meaning depend on the parser).
+pub(crate) fn strict_object(json: &[u8]) -> Result<Map<String, Value>, Rejection> {
     struct StrictObject(Map<String, Value>);
 
     impl<'de> serde::Deserialize<'de> for StrictObject {

@@ -126,10 +126,10 @@ pub(crate) fn basic_credentials(client_id: &str, secret: &str) -> String {
 
 /// Reads an introspection response strictly.
 pub(crate) fn parse_answer(body: &[u8]) -> Result<Answer, Outage> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| Outage::Invalid("not JSON".into()))?;
-    let Value::Object(members) = value else {
-        return Err(Outage::Invalid("not a JSON object".into()));
-    };
+    // Strict like a token's claims: a duplicate `active` (or any member) would let the parser,
+    // not the issuer, decide what the answer says.
+    let members = crate::jwt::strict_object(body)
+        .map_err(|_| Outage::Invalid("not a JSON object with unique member names".into()))?;
     match members.get("active") {
         Some(Value::Bool(active)) => Ok(Answer { active: *active, members }),
         _ => Err(Outage::Invalid("\"active\" is missing or not a boolean".into())),
@@ -152,7 +152,16 @@ mod tests {
     fn only_an_object_with_boolean_active_is_an_answer() {
         assert!(parse_answer(br#"{"active":true,"scope":"a"}"#).unwrap().active);
         assert!(!parse_answer(br#"{"active":false}"#).unwrap().active);
-        for bad in [&br#"{"active":"true"}"#[..], br#"{}"#, b"[]", b"null", b"not json", br#"{"active":1}"#] {
+        for bad in [
+            &br#"{"active":"true"}"#[..],
+            br#"{}"#,
+            b"[]",
+            b"null",
+            b"not json",
+            br#"{"active":1}"#,
+            br#"{"active":true,"active":false}"#,
+            br#"{"active":false,"scope":"a","scope":"admin"}"#,
+        ] {
             assert!(
                 matches!(parse_answer(bad), Err(Outage::Invalid(_))),
                 "{:?}",

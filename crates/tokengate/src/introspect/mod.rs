@@ -249,9 +249,67 @@ pub struct IntrospectionMetrics {
 
 /// What the endpoint said about a token, after our own checks.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Verdict {
-    Active { members: Map<String, Value>, scopes: Option<Vec<String>> },
+pub enum Verdict {
+    /// Active, and our checks agree.
+    Active {
+        /// The response's members, as the issuer sent them.
+        members: Map<String, Value>,
+        /// The response's `scope`, split; `None` when it has none (the token's then count).
+        scopes: Option<Vec<String>>,
+    },
+    /// Inactive: the issuer said so, or our checks (past `exp`, another `iss`, another `aud`)
+    /// overrule its "active".
     Inactive,
+}
+
+/// Judges an introspection response body exactly as the gate does, without any I/O: the body
+/// must be a JSON object with a boolean `active`; an active answer with `exp` at or before
+/// `now`, an `iss` other than `issuer`, or an `aud` without one of `audiences` is
+/// [`Verdict::Inactive`]; any other shape, or a member of the wrong type, is an [`Outage`]
+/// (never a verdict). Public for tests, tools and fuzzing.
+pub fn judge_response(body: &[u8], issuer: &str, audiences: &[String], now: i64) -> Result<Verdict, Outage> {
+    interpret(client::parse_answer(body)?, issuer, audiences, now)
+}
+
+/// Our own checks on an answer: an active answer with a past `exp`, another `iss`, or an
+/// `aud` without ours counts as inactive; malformed members are an outage.
+fn interpret(
+    answer: client::Answer,
+    issuer: &str,
+    audiences: &[String],
+    now: i64,
+) -> Result<Verdict, Outage> {
+    if !answer.active {
+        return Ok(Verdict::Inactive);
+    }
+    let members = answer.members;
+    let invalid = |what: &str| Outage::Invalid(format!("\"{what}\" has the wrong type"));
+    match members.get("exp") {
+        None => {}
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|exp| exp <= now as f64) => {
+            return Ok(Verdict::Inactive);
+        }
+        Some(Value::Number(_)) => {}
+        Some(_) => return Err(invalid("exp")),
+    }
+    match members.get("iss") {
+        None => {}
+        Some(Value::String(iss)) if iss == issuer => {}
+        Some(Value::String(_)) => return Ok(Verdict::Inactive),
+        Some(_) => return Err(invalid("iss")),
+    }
+    if let Some(aud) = members.get("aud") {
+        match jwt::check_audience(Some(aud), audiences) {
+            Ok(()) => {}
+            Err(Rejection::WrongAudience) => return Ok(Verdict::Inactive),
+            Err(_) => return Err(invalid("aud")),
+        }
+    }
+    let scopes = match members.get("scope") {
+        None => None,
+        Some(_) => Some(jwt::scopes(&members).map_err(|_| invalid("scope"))?),
+    };
+    Ok(Verdict::Active { members, scopes })
 }
 
 #[derive(Clone)]
@@ -440,7 +498,7 @@ impl Introspector {
         .await;
         let now = self.clock.now();
         let span = tracing::Span::current();
-        match answer.and_then(|answer| self.interpret(answer, now)) {
+        match answer.and_then(|answer| interpret(answer, &self.issuer, &self.config.audiences, now)) {
             Ok(verdict) => {
                 permit.succeeded();
                 let ttl = self.lifetime(&verdict, token_exp, now);
@@ -482,41 +540,5 @@ impl Introspector {
             }
         };
         lifetime.max(0)
-    }
-
-    /// Our own checks on an answer: an active answer with a past `exp`, another `iss`, or an
-    /// `aud` without ours counts as inactive; malformed members are an outage.
-    fn interpret(&self, answer: client::Answer, now: i64) -> Result<Verdict, Outage> {
-        if !answer.active {
-            return Ok(Verdict::Inactive);
-        }
-        let members = answer.members;
-        let invalid = |what: &str| Outage::Invalid(format!("\"{what}\" has the wrong type"));
-        match members.get("exp") {
-            None => {}
-            Some(Value::Number(n)) if n.as_f64().is_some_and(|exp| exp <= now as f64) => {
-                return Ok(Verdict::Inactive);
-            }
-            Some(Value::Number(_)) => {}
-            Some(_) => return Err(invalid("exp")),
-        }
-        match members.get("iss") {
-            None => {}
-            Some(Value::String(iss)) if **iss == *self.issuer => {}
-            Some(Value::String(_)) => return Ok(Verdict::Inactive),
-            Some(_) => return Err(invalid("iss")),
-        }
-        if let Some(aud) = members.get("aud") {
-            match jwt::check_audience(Some(aud), &self.config.audiences) {
-                Ok(()) => {}
-                Err(Rejection::WrongAudience) => return Ok(Verdict::Inactive),
-                Err(_) => return Err(invalid("aud")),
-            }
-        }
-        let scopes = match members.get("scope") {
-            None => None,
-            Some(_) => Some(jwt::scopes(&members).map_err(|_| invalid("scope"))?),
-        };
-        Ok(Verdict::Active { members, scopes })
     }
 }
