@@ -69,10 +69,26 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// The bytes of a `b64token` body, as a table: the check runs over every byte of every token,
+/// and a lookup is several times cheaper than comparing each byte with the set (it showed as
+/// a quarter of a cache hit's time in a profile).
+const B64TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
 /// RFC 6750 §2.1 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(s: &[u8]) -> bool {
     let body_end = s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
-    body_end > 0 && s[..body_end].iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    // `fold` with `&` rather than `all`: no early exit, so the loop vectorises; a token is
+    // rarely malformed, and never long.
+    body_end > 0 && s[..body_end].iter().fold(true, |ok, &b| ok & B64TOKEN_BYTES[b as usize])
 }
 
 #[cfg(test)]

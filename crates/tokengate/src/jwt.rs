@@ -283,14 +283,10 @@ fn verify_signature(
     if kid.is_none() && keys.has_kids() {
         return Err(KeyMiss::Final(Rejection::UnknownKey));
     }
-    let provider = crate::crypto::provider();
     let mut tried = false;
     for key in keys.candidates(kid, alg) {
         tried = true;
-        let Ok(verifier) = (provider.verifier_factory)(&alg, key.decoding_key()) else {
-            continue;
-        };
-        if verifier.verify(message, signature).is_ok() {
+        if key.verifies(alg, message, signature) {
             return Ok(());
         }
     }

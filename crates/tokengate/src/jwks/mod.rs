@@ -78,6 +78,8 @@ pub struct VerifyingKey {
     /// The one algorithm the key was published for (`alg` in the JWK), if any.
     alg: Option<Algorithm>,
     key: DecodingKey,
+    /// The key parsed by the crypto backend, per algorithm, shared by every clone.
+    prepared: std::sync::Arc<crate::crypto::PreparedKey>,
 }
 
 impl VerifyingKey {
@@ -101,8 +103,13 @@ impl VerifyingKey {
         self.kind.supports(alg) && self.alg.is_none_or(|pinned| pinned == alg)
     }
 
-    pub(crate) fn decoding_key(&self) -> &DecodingKey {
-        &self.key
+    /// Whether `signature` is a valid `alg` signature of `message` under this key.
+    pub(crate) fn verifies(&self, alg: Algorithm, message: &[u8], signature: &Vec<u8>) -> bool {
+        crate::crypto::verify(&self.prepared, &self.key, alg, message, signature)
+    }
+
+    fn new(kid: Option<String>, kind: KeyKind, alg: Option<Algorithm>, key: DecodingKey) -> Self {
+        Self { kid, kind, alg, key, prepared: Default::default() }
     }
 }
 
@@ -220,12 +227,12 @@ impl KeySet {
             let (n, e) = (crate::crypto::provider().key_utils.rsa_pub_components_from_public_key)(der)
                 .map_err(|e| KeySetError::BadPem(e.to_string()))?;
             check_rsa_size(&n).map_err(KeySetError::BadPem)?;
-            return Ok(VerifyingKey {
+            return Ok(VerifyingKey::new(
                 kid,
-                kind: KeyKind::Rsa,
-                alg: None,
-                key: DecodingKey::from_rsa_raw_components(&n, &e),
-            });
+                KeyKind::Rsa,
+                None,
+                DecodingKey::from_rsa_raw_components(&n, &e),
+            ));
         }
         if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
             let kind = match key.try_get_as_bytes().map(<[u8]>::len) {
@@ -233,13 +240,13 @@ impl KeySet {
                 Ok(97) => KeyKind::P384,
                 _ => return Err(KeySetError::BadPem("only P-256 and P-384 EC keys are supported".into())),
             };
-            return Ok(VerifyingKey { kid, kind, alg: None, key });
+            return Ok(VerifyingKey::new(kid, kind, None, key));
         }
         if let Ok(key) = DecodingKey::from_ed_pem(pem.as_bytes()) {
             if key.try_get_as_bytes().map(<[u8]>::len) != Ok(32) {
                 return Err(KeySetError::BadPem("only Ed25519 keys are supported".into()));
             }
-            return Ok(VerifyingKey { kid, kind: KeyKind::Ed25519, alg: None, key });
+            return Ok(VerifyingKey::new(kid, KeyKind::Ed25519, None, key));
         }
         Err(KeySetError::BadPem("not an RSA, EC (P-256/P-384) or Ed25519 public key".into()))
     }
@@ -250,7 +257,7 @@ impl KeySet {
         if secret.len() < 32 {
             return Err(KeySetError::WeakSecret);
         }
-        Ok(VerifyingKey { kid: None, kind: KeyKind::Hmac, alg: None, key: DecodingKey::from_secret(secret) })
+        Ok(VerifyingKey::new(None, KeyKind::Hmac, None, DecodingKey::from_secret(secret)))
     }
 
     /// Every key, in document order.
@@ -398,7 +405,7 @@ fn parse_jwk(value: serde_json::Value) -> Result<VerifyingKey, String> {
     {
         return Err(format!("\"alg\" {alg:?} contradicts \"kty\" {:?}", jwk.kty));
     }
-    Ok(VerifyingKey { kid: jwk.kid, kind, alg, key })
+    Ok(VerifyingKey::new(jwk.kid, kind, alg, key))
 }
 
 fn check_rsa_size(n: &[u8]) -> Result<(), String> {
