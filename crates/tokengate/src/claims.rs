@@ -6,7 +6,7 @@
 //! handler" (a wiring mistake, answered 500 rather than a misleading 401).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -30,14 +30,64 @@ pub struct Principal(Arc<PrincipalData>);
 
 pub(crate) struct PrincipalData {
     pub(crate) issuer: Arc<str>,
-    pub(crate) subject: Option<String>,
-    pub(crate) client_id: Option<String>,
-    pub(crate) scopes: Vec<String>,
+    pub(crate) subject: Option<Box<str>>,
+    pub(crate) client_id: Option<Box<str>>,
+    pub(crate) scopes: Box<[String]>,
     pub(crate) expires_at: Option<i64>,
     pub(crate) issued_at: Option<i64>,
-    pub(crate) token_id: Option<String>,
+    pub(crate) token_id: Option<Box<str>>,
     pub(crate) verified_by: VerifiedBy,
-    pub(crate) claims: Arc<Value>,
+    pub(crate) claims: ClaimsJson,
+}
+
+/// Every claim of a token, kept as the JSON text it arrived as and parsed into a [`Value`]
+/// only when someone asks for it.
+///
+/// A cached principal lives as long as its token is in use; its claims as a `serde_json` map
+/// weigh several times their text (one allocation per key and string value, and the tree), so
+/// the verified-token cache keeps the text, and handlers that only read the subject or scopes
+/// never pay for the rest. [`Principal::claims_as`] deserialises straight from the text.
+pub(crate) struct ClaimsJson {
+    /// A JSON object without duplicate member names (checked when the token was verified).
+    json: Box<str>,
+    parsed: OnceLock<Value>,
+}
+
+impl ClaimsJson {
+    /// Claims from their verified JSON text.
+    pub(crate) fn from_json(json: Box<str>) -> Self {
+        Self { json, parsed: OnceLock::new() }
+    }
+
+    /// Claims already parsed (introspection answers), with their text for the same API.
+    pub(crate) fn from_value(value: Value) -> Self {
+        let json = value.to_string().into_boxed_str();
+        Self { json, parsed: OnceLock::from(value) }
+    }
+
+    fn value(&self) -> &Value {
+        // The text was parsed once already, as an object; a failure here cannot happen, and
+        // `Null` would still be a safe answer (no claim present).
+        self.parsed.get_or_init(|| serde_json::from_str(&self.json).unwrap_or(Value::Null))
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self.parsed.get() {
+            Some(Value::Object(map)) => map.keys().cloned().collect(),
+            Some(_) => Vec::new(),
+            None => {
+                serde_json::from_str::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(&self.json)
+                    .map(|map| map.into_keys().collect())
+                    .unwrap_or_default()
+            }
+        }
+    }
+}
+
+impl Clone for ClaimsJson {
+    fn clone(&self) -> Self {
+        Self { json: self.json.clone(), parsed: self.parsed.clone() }
+    }
 }
 
 impl Principal {
@@ -98,7 +148,7 @@ impl Principal {
             issuer: d.issuer.clone(),
             subject: d.subject.clone(),
             client_id: d.client_id.clone(),
-            scopes: scopes.unwrap_or_else(|| d.scopes.clone()),
+            scopes: scopes.map_or_else(|| d.scopes.clone(), Vec::into_boxed_slice),
             expires_at: d.expires_at,
             issued_at: d.issued_at,
             token_id: d.token_id.clone(),
@@ -107,22 +157,26 @@ impl Principal {
         })
     }
 
-    /// Every claim of the token, as verified (a JSON object).
+    /// Every claim of the token, as verified (a JSON object). Parsed from the token's text on
+    /// the first call for this token, then kept; prefer [`claims_as`](Self::claims_as) for a
+    /// typed view, which reads the text directly.
     pub fn claims(&self) -> &Value {
-        &self.0.claims
+        self.0.claims.value()
     }
 
     /// The claims deserialised into `T`.
     pub fn claims_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&*self.0.claims)
+        match self.0.claims.parsed.get() {
+            Some(value) => T::deserialize(value),
+            None => serde_json::from_str(&self.0.claims.json),
+        }
     }
 }
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Claim values may be personal data; list only their names.
-        let names: Vec<&str> =
-            self.0.claims.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        let names = self.0.claims.names();
         f.debug_struct("Principal")
             .field("issuer", &self.0.issuer)
             .field("subject", &self.0.subject)

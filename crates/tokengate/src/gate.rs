@@ -138,7 +138,7 @@ impl Gate {
                 // The answer's `iss`, if any, was checked to be the endpoint's issuer.
                 let issuer = introspector.issuer_arc().clone();
                 let principal =
-                    jwt::principal_from_claims(issuer, members.clone(), VerifiedBy::Introspection)
+                    jwt::principal_from_claims(issuer, members.clone(), None, VerifiedBy::Introspection)
                         .map_err(AuthError::InvalidToken)?;
                 if self.is_revoked(&principal) {
                     return Err(AuthError::InvalidToken(Rejection::Revoked));

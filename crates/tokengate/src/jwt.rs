@@ -20,7 +20,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::claims::{Principal, PrincipalData, VerifiedBy};
+use crate::claims::{ClaimsJson, Principal, PrincipalData, VerifiedBy};
 use crate::error::Rejection;
 use crate::jwks::{KeySet, KeyStore, parse_algorithm};
 
@@ -78,7 +78,8 @@ pub struct UnverifiedToken<'t> {
     pub alg: Option<Algorithm>,
     signing_input: &'t [u8],
     signature: Vec<u8>,
-    payload_len: usize,
+    /// The decoded payload: the claims' JSON text, kept by the principal.
+    payload: Vec<u8>,
 }
 
 /// Splits and decodes a compact JWS without verifying anything: three non-empty segments of
@@ -93,7 +94,6 @@ pub fn decode_unverified(token: &str) -> Result<UnverifiedToken<'_>, Rejection> 
     }
     let header = strict_object(&b64(h)?)?;
     let payload = b64(p)?;
-    let payload_len = payload.len();
     let claims = strict_object(&payload)?;
     let signature = b64(s)?;
     let alg = match header.get("alg") {
@@ -101,7 +101,7 @@ pub fn decode_unverified(token: &str) -> Result<UnverifiedToken<'_>, Rejection> 
         _ => None,
     };
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
-    Ok(UnverifiedToken { header, claims, alg, signing_input, signature, payload_len })
+    Ok(UnverifiedToken { header, claims, alg, signing_input, signature, payload })
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
@@ -253,8 +253,9 @@ pub(crate) fn verify_detailed(
     let claims = decoded.claims;
     check_claims(issuer, &claims, now)?;
     let not_before = numeric_date(&claims, "nbf", true)?;
-    let claims_bytes = decoded.payload_len;
-    let principal = principal_from_claims(issuer.issuer.clone(), claims, VerifiedBy::Signature)?;
+    let claims_bytes = decoded.payload.len();
+    let principal =
+        principal_from_claims(issuer.issuer.clone(), claims, Some(decoded.payload), VerifiedBy::Signature)?;
     Ok(Verification { principal, issuer: index, generation, not_before, claims_bytes })
 }
 
@@ -411,25 +412,40 @@ fn optional_string(claims: &Map<String, Value>, name: &'static str) -> Result<Op
 }
 
 /// Builds the principal from verified claims.
+/// The principal of verified `claims`. `json` is their text when it is at hand (a JWT's
+/// payload): it is kept instead of the parsed map, which weighs several times more in the
+/// verified-token cache (see [`ClaimsJson`]). Otherwise (introspection) the map is kept.
 pub(crate) fn principal_from_claims(
     issuer: Arc<str>,
     claims: Map<String, Value>,
+    json: Option<Vec<u8>>,
     verified_by: VerifiedBy,
 ) -> Result<Principal, Rejection> {
+    let boxed = |s: Option<String>| s.map(String::into_boxed_str);
     let client_id = match optional_string(&claims, "client_id")? {
         Some(id) => Some(id),
         None => optional_string(&claims, "azp")?,
     };
+    let subject = optional_string(&claims, "sub")?;
+    let scopes = scopes(&claims)?;
+    let expires_at = numeric_date(&claims, "exp", false)?;
+    let issued_at = numeric_date(&claims, "iat", true)?;
+    let token_id = optional_string(&claims, "jti")?;
+    // A payload that parsed as a JSON object is UTF-8; keep the map if it somehow is not.
+    let claims = match json.and_then(|bytes| String::from_utf8(bytes).ok()) {
+        Some(text) => ClaimsJson::from_json(text.into_boxed_str()),
+        None => ClaimsJson::from_value(Value::Object(claims)),
+    };
     Ok(Principal::new(PrincipalData {
         issuer,
-        subject: optional_string(&claims, "sub")?,
-        client_id,
-        scopes: scopes(&claims)?,
-        expires_at: numeric_date(&claims, "exp", false)?,
-        issued_at: numeric_date(&claims, "iat", true)?,
-        token_id: optional_string(&claims, "jti")?,
+        subject: boxed(subject),
+        client_id: boxed(client_id),
+        scopes: scopes.into_boxed_slice(),
+        expires_at,
+        issued_at,
+        token_id: boxed(token_id),
         verified_by,
-        claims: Arc::new(Value::Object(claims)),
+        claims,
     }))
 }
 
