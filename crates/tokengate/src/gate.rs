@@ -287,7 +287,8 @@ impl Gate {
         self.non_canonical_path
     }
 
-    /// Tokens held by the verified-token cache (approximate).
+    /// Tokens held by the verified-token cache (settles the cache's pending bookkeeping first;
+    /// for metrics and tests, not for the request path).
     pub fn cached_tokens(&self) -> u64 {
         self.token_cache.as_ref().map_or(0, TokenCache::entry_count)
     }

@@ -98,8 +98,10 @@ impl TokenCache {
         self.cache.invalidate(key);
     }
 
-    /// Entries held (approximate, moka counts lazily).
+    /// Entries held, after moka's pending bookkeeping (it counts lazily); for metrics and
+    /// tests, not the request path.
     pub(crate) fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 }
