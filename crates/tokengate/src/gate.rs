@@ -222,6 +222,8 @@ impl Gate {
                                 verified.generation,
                                 verified.not_before,
                                 verified.claims_bytes,
+                                now,
+                                self.issuers[verified.issuer].leeway,
                             ),
                         );
                     }

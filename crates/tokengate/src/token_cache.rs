@@ -22,7 +22,8 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Longest time an entry lives even if its token lives longer: 10 minutes, so the cache also
-/// forgets tokens that stopped being used.
+/// forgets tokens that stopped being used. An entry whose token expires sooner goes when its
+/// token does (plus the leeway): expired tokens never hold memory.
 const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Fixed overhead of an entry besides the claims: the key, the principal's fields, moka's
@@ -55,18 +56,31 @@ pub(crate) struct Verified {
     /// `nbf`, re-checked on every hit (`exp` is the principal's).
     pub(crate) not_before: Option<i64>,
     weight: u32,
+    /// How long the entry may stay: until the token can no longer pass, at most
+    /// [`MAX_ENTRY_LIFETIME`].
+    lifetime: Duration,
 }
 
 impl Verified {
+    /// An entry for `principal`, verified at `now` with `leeway` seconds of clock skew.
     pub(crate) fn new(
         principal: Principal,
         issuer: usize,
         generation: u64,
         not_before: Option<i64>,
         claims_bytes: usize,
+        now: i64,
+        leeway: i64,
     ) -> Self {
         let weight = (claims_bytes as u64 + ENTRY_OVERHEAD_BYTES).min(u32::MAX as u64) as u32;
-        Self { principal, issuer, generation, not_before, weight }
+        let lifetime = match principal.expires_at() {
+            Some(exp) => {
+                let secs = exp.saturating_add(leeway).saturating_sub(now).max(0);
+                Duration::from_secs(u64::try_from(secs).unwrap_or(0)).min(MAX_ENTRY_LIFETIME)
+            }
+            None => MAX_ENTRY_LIFETIME,
+        };
+        Self { principal, issuer, generation, not_before, weight, lifetime }
     }
 }
 
@@ -81,7 +95,7 @@ impl TokenCache {
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(move |_, v: &Verified| v.weight.max(floor))
-            .time_to_live(MAX_ENTRY_LIFETIME)
+            .expire_after(UntilTokenExpiry)
             .build();
         Self { cache }
     }
@@ -103,6 +117,15 @@ impl TokenCache {
     pub(crate) fn entry_count(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
+    }
+}
+
+/// Expires each entry after its own [`Verified::lifetime`].
+struct UntilTokenExpiry;
+
+impl moka::Expiry<[u8; 32], Verified> for UntilTokenExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Verified, _: std::time::Instant) -> Option<Duration> {
+        Some(value.lifetime)
     }
 }
 

@@ -32,8 +32,14 @@ const MAX_DURATION: Duration = Duration::from_secs(600);
 const ROTATE_EVERY: Duration = Duration::from_secs(30);
 /// How long each outage lasts.
 const OUTAGE: Duration = Duration::from_secs(60);
-/// Load before the first RSS sample; caches and pools reach their working size.
-const WARM_UP: Duration = Duration::from_secs(45);
+/// Load before the first RSS sample: long enough for the verified-token cache to reach its
+/// steady size (tokens live [`TOKEN_LIFETIME`], so entries come and go at the same rate).
+const WARM_UP: Duration = Duration::from_secs(120);
+/// Lifetime of the good tokens: like real access tokens, they expire and are replaced, so the
+/// working set (and the cache) stays the same size over the run.
+const TOKEN_LIFETIME: i64 = 90;
+/// A pool of good tokens is used for this long after it was minted, well inside its lifetime.
+const POOL_USE: Duration = Duration::from_secs(60);
 /// How long after the introspection outage a 503 on an `introspect` route is still expected:
 /// the call in flight (2 s timeout) and one open period of the circuit breaker (10 s).
 const OUTAGE_GRACE: Duration = Duration::from_secs(15);
@@ -105,8 +111,8 @@ struct Tallies {
 
 /// Tokens the load uses: good ones per confirmed key, and fixed bad ones.
 struct Tokens {
-    /// Good tokens by kid, newest key last.
-    good: Mutex<Vec<(String, Vec<String>)>>,
+    /// Good tokens by kid, newest key last, with when they were minted.
+    good: Mutex<Vec<(String, Vec<String>, Instant)>>,
     /// Kids the gateway is known to have (a token with it was admitted).
     confirmed: Mutex<HashSet<String>>,
     bad: Vec<String>,
@@ -117,7 +123,7 @@ struct Tokens {
 impl Tokens {
     fn mint_for_key(issuer: &Issuer, kid: &str) -> Vec<String> {
         (0..USERS_PER_KEY)
-            .map(|u| issuer.token().kid_key(kid).sub(&format!("user-{u}")).expires_in(3600).sign())
+            .map(|u| issuer.token().kid_key(kid).sub(&format!("user-{u}")).expires_in(TOKEN_LIFETIME).sign())
             .collect()
     }
 }
@@ -316,7 +322,7 @@ async fn main() {
         })
         .collect();
     let tokens = Arc::new(Tokens {
-        good: Mutex::new(vec![(kid.clone(), Tokens::mint_for_key(&issuer, &kid))]),
+        good: Mutex::new(vec![(kid.clone(), Tokens::mint_for_key(&issuer, &kid), Instant::now())]),
         confirmed: Mutex::new(HashSet::new()),
         bad,
         revoked_in_list,
@@ -356,7 +362,11 @@ async fn main() {
         if at >= next_rotation {
             let kid = issuer.rotate(KeyKind::Rsa);
             let minted = Tokens::mint_for_key(&issuer, &kid);
-            tokens.good.lock().unwrap().push((kid, minted));
+            let mut good = tokens.good.lock().unwrap();
+            good.push((kid, minted, Instant::now()));
+            // Pools past their use are dropped; their tokens are about to expire.
+            good.retain(|(_, _, minted)| minted.elapsed() < POOL_USE);
+            drop(good);
             rotations += 1;
             next_rotation += ROTATE_EVERY;
         }
@@ -452,9 +462,9 @@ async fn load_once(
         let good = tokens.good.lock().unwrap();
         let confirmed = tokens.confirmed.lock().unwrap();
         // Mostly keys the gateway is known to hold; one in ten the newest key, confirmed or not.
-        let candidates: Vec<&(String, Vec<String>)> =
-            good.iter().filter(|(kid, _)| confirmed.contains(kid)).collect();
-        let (kid, pool) = if candidates.is_empty() || choice.below(10) == 0 {
+        let candidates: Vec<&(String, Vec<String>, Instant)> =
+            good.iter().filter(|(kid, _, _)| confirmed.contains(kid)).collect();
+        let (kid, pool, _) = if candidates.is_empty() || choice.below(10) == 0 {
             good.last().expect("a key")
         } else {
             candidates[choice.below(candidates.len())]
