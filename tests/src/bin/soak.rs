@@ -107,6 +107,9 @@ struct Tallies {
     introspect_good: Tally,
     introspect_revoked: Tally,
     unexpected_introspect_503: AtomicU64,
+    /// The first few wrong verdicts, as (seconds into the run, route, status, error body), so a
+    /// failure says why.
+    wrong_samples: Mutex<Vec<String>>,
 }
 
 /// Tokens the load uses: good ones per confirmed key, and fixed bad ones.
@@ -436,6 +439,9 @@ async fn main() {
         }
         _ => println!("- gateway RSS: not measured (no /proc)"),
     }
+    for sample in tallies.wrong_samples.lock().unwrap().iter() {
+        println!("- wrong: {sample}");
+    }
     let failed = wrong > 0 || local_5xx > 0 || drift.is_some_and(|d| d > MAX_RSS_DRIFT);
     drop(gateway);
     std::process::exit(if failed { 1 } else { 0 });
@@ -479,14 +485,22 @@ async fn load_once(
         (tokens.revoked_in_list[choice.below(tokens.revoked_in_list.len())].clone(), Kind::Revoked)
     };
     let path = if introspect { "/introspect/item" } else { "/local/item" };
-    let status = match client.get(format!("{base}{path}")).bearer_auth(&token).send().await {
+    let (status, body) = match client.get(format!("{base}{path}")).bearer_auth(&token).send().await {
         Ok(response) => {
             let status = response.status().as_u16();
-            let _ = response.bytes().await;
-            status
+            let body = response.bytes().await.unwrap_or_default();
+            (status, body)
         }
         // A transport error counts as a 5xx: the gateway failed to answer.
-        Err(_) => 599,
+        Err(_) => (599, Default::default()),
+    };
+    let wrong = |tally: &Tally| {
+        tally.wrong.fetch_add(1, Ordering::Relaxed);
+        let mut samples = tallies.wrong_samples.lock().unwrap();
+        if samples.len() < 10 {
+            let body = String::from_utf8_lossy(&body);
+            samples.push(format!("{:.1} s {path} {status} {body}", started.elapsed().as_secs_f64()));
+        }
     };
     let at = started.elapsed();
     let tally = match (&kind, introspect) {
@@ -507,7 +521,7 @@ async fn load_once(
     match kind {
         Kind::Bad | Kind::Revoked => {
             if admitted {
-                tally.wrong.fetch_add(1, Ordering::Relaxed);
+                wrong(tally);
             }
         }
         Kind::Good { kid, confirmed } => {
@@ -515,7 +529,7 @@ async fn load_once(
                 tokens.confirmed.lock().unwrap().insert(kid);
             } else if status == 401 || status == 403 {
                 if confirmed {
-                    tally.wrong.fetch_add(1, Ordering::Relaxed);
+                    wrong(tally);
                 } else {
                     tally.ambiguous.fetch_add(1, Ordering::Relaxed);
                 }
