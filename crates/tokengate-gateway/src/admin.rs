@@ -226,6 +226,7 @@ fn log_revocation(entry: &Revocation) {
         Revocation::Subject { issuer, subject, issued_before, .. } => {
             tracing::info!(%issuer, %subject, issued_before, "subject revoked")
         }
+        Revocation::Session { issuer, sid, .. } => tracing::info!(%issuer, %sid, "session revoked"),
     }
 }
 
