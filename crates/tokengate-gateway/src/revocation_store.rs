@@ -507,12 +507,13 @@ mod backend {
                     .arg("COUNT")
                     .arg(SCAN_PAGE)
                     .clone();
-                let (next, items): (u64, Vec<String>) =
+                // Bytes, not strings: one member that is not UTF-8 must not stop every load.
+                let (next, items): (u64, Vec<Vec<u8>>) =
                     self.timed("full load", t, page.query_async(conn)).await?;
                 // Members and scores alternate; the member holds the expiry itself.
                 for member in items.iter().step_by(2) {
                     match (member.len() <= MAX_MEMBER_BYTES)
-                        .then(|| serde_json::from_str::<Revocation>(member))
+                        .then(|| serde_json::from_slice::<Revocation>(member))
                     {
                         Some(Ok(entry)) => batch.push(entry),
                         _ => unreadable += 1,

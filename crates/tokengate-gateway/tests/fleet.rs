@@ -302,3 +302,33 @@ async fn a_backchannel_logout_at_one_replica_revokes_the_user_everywhere() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_in_redis_is_skipped_not_trusted() {
+    let fleet = Fleet::new().await;
+    // Members that are not entries (one not even UTF-8), and a well-formed one.
+    let issuer = fleet.issuer.url();
+    let good =
+        json!({"kind": "token", "issuer": issuer, "jti": "from-redis", "expires_at": 4_000_000_000i64})
+            .to_string();
+    for member in [&b"not json"[..], &[0xff, 0xfe, b'{'][..], br#"{"kind":"everything"}"#, good.as_bytes()] {
+        assert_eq!(fleet.redis.command(&[b"ZADD", b"tg-test:entries", b"4000000000", member]).await, ":1");
+    }
+    let a = fleet.replica().await;
+    let listed = fleet.listed(&a).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["jti"], "from-redis");
+    let metrics = fleet.metrics(&a).await;
+    assert!(metrics.contains("tokengate_revocation_store_refused_total 3"), "{metrics}");
+
+    // Garbage on the channel is ignored; the replica keeps following it.
+    for message in [&b"{"[..], br#"{"origin":"x","entries":[{"kind":"nope"}]}"#, &[0xff][..]] {
+        fleet.redis.command(&[b"PUBLISH", b"tg-test:events", message]).await;
+    }
+    let b = fleet.replica().await;
+    let token = fleet.issuer.token().sign();
+    fleet.revoke(&b, json!({"kind": "token", "token": token})).await;
+    fleet.refused_everywhere(&[&a], &token, "A still follows the channel").await;
+    let (status, ready) = fleet.readyz(&a).await;
+    assert_eq!((status, &ready["revocation_store"]["state"]), (200, &json!("up")), "{ready}");
+}

@@ -135,13 +135,15 @@ impl Gateway {
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let url = format!("{}/readyz", self.admin_url());
-        for _ in 0..200 {
+        // Bounded; a replica with a shared store is ready only after its first full load,
+        // which under a loaded CI machine can take more than a few polls.
+        for _ in 0..2_000 {
             if let Ok(r) = client.get(&url).send().await
                 && r.status() == 200
             {
                 return;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("/readyz never answered 200; stderr:\n{}", self.stderr());
     }
@@ -274,6 +276,28 @@ impl RedisServer {
             tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut buf)).await,
             Ok(Ok(_)) if &buf == b"+PONG\r\n"
         )
+    }
+
+    /// Sends one command (as a RESP array of bulk strings) and returns the first line of the
+    /// reply, e.g. `:1` or `+OK`.
+    pub async fn command(&self, args: &[&[u8]]) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream =
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("connect to redis");
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&request).await.expect("write to redis");
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(stream);
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+            .await
+            .expect("redis answers")
+            .expect("read from redis");
+        line.trim_end().to_owned()
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients) and waits for it to exit.
