@@ -6,7 +6,13 @@
 //! | `GET /readyz` | 200 once every issuer has usable keys, else 503; JSON per issuer |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /revocations` | the local revocation list (admin secret) |
-//! | `POST /revocations` | adds an entry (admin secret) |
+//! | `POST /revocations` | adds an entry (admin secret): `token`, `subject` or `session` |
+//!
+//! An entry added here takes effect on this replica at once and, with a shared store
+//! (`[revocation.redis]`), is written through to every other replica (queued while the store
+//! is unreachable). `/readyz` shows the store's state under `revocation_store`: still 200 while
+//! it is degraded, 503 until its first full load. A receiver (back-channel logout, security
+//! events) configured with `listener = "admin"` answers here too, at its path.
 //!
 //! The revocation API needs `Authorization: Bearer <secret>`, the secret coming from the
 //! environment variable named by `admin_token_env`; missing or wrong → 401. Without a
@@ -25,9 +31,11 @@ use serde_json::json;
 use tokengate::Gate;
 use tokengate::revocation::Revocation;
 
-use crate::config::Secret;
+use crate::config::{ListenerChoice, Secret};
 use crate::http_util::{Body, full, json, json_error};
 use crate::metrics::Metrics;
+use crate::receiver::Receivers;
+use crate::revocation_store::StoreStatus;
 
 /// Cap on a `POST /revocations` body: 64 KiB, far above one entry.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -37,6 +45,17 @@ pub struct Admin {
     gate: Arc<Gate>,
     metrics: Arc<Metrics>,
     token: Option<Secret>,
+    fleet: Arc<Fleet>,
+}
+
+/// What fleet-wide revocation adds to the admin listener: the shared store's state (in
+/// `/readyz` and `/metrics`) and the receivers (some may listen here).
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// The shared store's status, when one is configured.
+    pub store: Option<Arc<StoreStatus>>,
+    /// The back-channel logout and security event receivers.
+    pub receivers: Arc<Receivers>,
 }
 
 /// A revocation as the API accepts it: the library's entry with its optional fields optional.
@@ -48,6 +67,15 @@ enum RevocationRequest {
     Token(TokenRevocation),
     /// Every token of a subject issued before a time (default: now).
     Subject(SubjectRevocation),
+    /// Every token carrying a session id (`sid`).
+    Session(SessionRevocation),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionRevocation {
+    issuer: String,
+    sid: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,12 +98,15 @@ struct SubjectRevocation {
 
 impl Admin {
     /// The admin API over `gate`; `token` enables the revocation endpoints.
-    pub fn new(gate: Arc<Gate>, metrics: Arc<Metrics>, token: Option<Secret>) -> Self {
-        Admin { gate, metrics, token }
+    pub fn new(gate: Arc<Gate>, metrics: Arc<Metrics>, token: Option<Secret>, fleet: Arc<Fleet>) -> Self {
+        Admin { gate, metrics, token, fleet }
     }
 
     /// Answers one request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        if let Some(receiver) = self.fleet.receivers.route(ListenerChoice::Admin, request.uri().path()) {
+            return receiver.handle(request).await;
+        }
         let method = request.method().clone();
         match (request.uri().path(), method) {
             ("/healthz", Method::GET | Method::HEAD) => {
@@ -85,7 +116,7 @@ impl Admin {
             ("/metrics", Method::GET | Method::HEAD) => text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(&self.gate),
+                self.metrics.render(&self.gate, &self.fleet),
             ),
             ("/revocations", method @ (Method::GET | Method::POST)) => {
                 let Some(secret) = &self.token else {
@@ -138,8 +169,15 @@ impl Admin {
                 })
             })
             .collect();
-        let ready = self.gate.ready();
+        // A degraded store keeps the replica ready (the local list still serves, and failing
+        // every replica at once would turn a Redis outage into a full one); a store that never
+        // completed a load does not, since this replica knows none of the fleet's entries.
+        let store_ready = self.fleet.store.as_ref().is_none_or(|s| s.ready());
+        let ready = self.gate.ready() && self.fleet.receivers.ready() && store_ready;
         let mut body = json!({ "ready": ready, "issuers": issuers });
+        if let Some(store) = &self.fleet.store {
+            body["revocation_store"] = store.to_json();
+        }
         if let Some(introspector) = self.gate.introspector() {
             let state = match introspector.breaker_state().as_gauge() {
                 0 => "closed",
@@ -209,6 +247,9 @@ impl Admin {
             RevocationRequest::Subject(SubjectRevocation { issuer, subject, issued_before }) => {
                 revocations.revoke_subject(&issuer, &subject, issued_before)
             }
+            RevocationRequest::Session(SessionRevocation { issuer, sid }) => {
+                revocations.revoke_session(&issuer, &sid)
+            }
         };
         match added {
             Ok(entry) => {
@@ -226,6 +267,7 @@ fn log_revocation(entry: &Revocation) {
         Revocation::Subject { issuer, subject, issued_before, .. } => {
             tracing::info!(%issuer, %subject, issued_before, "subject revoked")
         }
+        Revocation::Session { issuer, sid, .. } => tracing::info!(%issuer, %sid, "session revoked"),
     }
 }
 

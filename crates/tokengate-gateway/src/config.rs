@@ -169,6 +169,13 @@ pub struct FileConfig {
     /// Refuse to start when an issuer's keys cannot be loaded (default `true`); `false`
     /// starts anyway, not ready, and keeps retrying.
     pub fail_fast: Option<bool>,
+    /// The `[revocation]` table (and `[revocation.redis]`, the shared store).
+    #[serde(default)]
+    pub revocation: RevocationFile,
+    /// The `[backchannel_logout]` table: the OpenID Connect Back-Channel Logout receiver.
+    pub backchannel_logout: Option<ReceiverFile>,
+    /// The `[security_events]` table: the RFC 8935 Security Event Token receiver.
+    pub security_events: Option<SecurityEventsFile>,
 }
 
 /// How the gateway fronts requests.
@@ -202,6 +209,8 @@ pub struct IssuerFile {
     pub allow_http: Option<bool>,
     /// Refuse this issuer's tokens with 503 once its keys are older than this.
     pub max_staleness: Option<DurationValue>,
+    /// Our client id at this issuer: enables its back-channel logout tokens (their `aud`).
+    pub logout_client_id: Option<String>,
 }
 
 /// The `[introspection]` table.
@@ -675,6 +684,12 @@ pub struct Settings {
     pub max_connections: usize,
     /// What builds the library's layer.
     pub gate: GateSettings,
+    /// The shared revocation store, if any.
+    pub redis: Option<RedisSettings>,
+    /// The back-channel logout receiver, if enabled.
+    pub backchannel_logout: Option<LogoutSettings>,
+    /// The Security Event Token receiver, if enabled.
+    pub security_events: Option<SecurityEventsSettings>,
 }
 
 /// Proxy or forward-auth, with what each needs.
@@ -770,14 +785,25 @@ pub struct GateSettings {
     pub issuer_names: Vec<String>,
     /// The number of route rules, for messages.
     pub routes: usize,
+    /// The longest lifetime of the issuers' tokens (how long by-subject entries live).
+    pub max_token_lifetime: Duration,
+    /// Most entries the revocation list holds.
+    pub revocation_capacity: usize,
 }
 
 impl GateSettings {
     /// Builds the layer: fetches every issuer's keys (unless `fail_fast` is off) and resolves
     /// discovery.
     pub async fn build(&self) -> Result<tokengate::TokenGateLayer, tokengate::BuildError> {
-        let mut builder =
-            tokengate::TokenGateLayer::builder().policy(self.policy.clone()).fail_fast(self.fail_fast);
+        let revocations = tokengate::RevocationList::with_settings(
+            std::sync::Arc::new(tokengate::clock::SystemClock),
+            self.revocation_capacity,
+            self.max_token_lifetime,
+        );
+        let mut builder = tokengate::TokenGateLayer::builder()
+            .policy(self.policy.clone())
+            .fail_fast(self.fail_fast)
+            .revocation_list(revocations);
         for issuer in &self.issuers {
             builder = builder.issuer(issuer.clone());
         }
@@ -835,6 +861,8 @@ impl FileConfig {
         }
         let mut issuers = Vec::with_capacity(self.issuers.len());
         let mut issuer_names = Vec::new();
+        let mut issuer_keys = Vec::new();
+        let mut logout_clients = Vec::new();
         for (i, file) in self.issuers.into_iter().enumerate() {
             let at = |key: &str| format!("issuers[{i}].{key}");
             if file.issuer.is_empty() {
@@ -852,29 +880,31 @@ impl FileConfig {
             if file.algorithms.is_empty() {
                 return Err(ConfigError::at(at("algorithms"), "at least one algorithm is required"));
             }
-            let mut config = IssuerConfig::new(file.issuer.clone())
-                .audiences(file.audiences)
-                .algorithms(file.algorithms.iter().map(|a| a.0));
-            config = match file.jwks_uri {
-                Some(url) if url.is_empty() => return Err(ConfigError::at(at("jwks_uri"), "empty")),
-                Some(url) => config.jwks_url(url),
-                None => config.discover(),
-            };
-            if let Some(leeway) = file.leeway {
-                if leeway.0 > Duration::from_secs(300) {
-                    return Err(ConfigError::at(at("leeway"), "at most 5m"));
-                }
-                config = config.leeway(leeway.0);
+            if matches!(&file.jwks_uri, Some(url) if url.is_empty()) {
+                return Err(ConfigError::at(at("jwks_uri"), "empty"));
             }
+            if file.leeway.is_some_and(|l| l.0 > Duration::from_secs(300)) {
+                return Err(ConfigError::at(at("leeway"), "at most 5m"));
+            }
+            // How to find and trust this issuer's keys, whatever the audience: the receivers
+            // verify logout tokens and security events with it too.
+            let keys = KeySourceFile {
+                jwks_uri: file.jwks_uri.clone(),
+                algorithms: file.algorithms.iter().map(|a| a.0).collect(),
+                leeway: file.leeway.map(|l| l.0),
+                allow_http: file.allow_http,
+                max_staleness: file.max_staleness.map(|s| s.0),
+            };
+            let mut config = keys.apply(IssuerConfig::new(file.issuer.clone()).audiences(file.audiences));
             if let Some(typ) = file.require_type {
                 config = config.require_type(typ);
             }
-            if let Some(allow) = file.allow_http {
-                config = config.allow_http(allow);
+            match file.logout_client_id {
+                Some(id) if id.is_empty() => return Err(ConfigError::at(at("logout_client_id"), "empty")),
+                Some(id) => logout_clients.push((i, file.issuer.clone(), id)),
+                None => {}
             }
-            if let Some(staleness) = file.max_staleness {
-                config = config.max_staleness(staleness.0);
-            }
+            issuer_keys.push((file.issuer.clone(), keys));
             issuer_names.push(file.issuer);
             issuers.push(config);
         }
@@ -983,6 +1013,24 @@ impl FileConfig {
             return Err(ConfigError::at("max_token_bytes", "must be more than 0"));
         }
 
+        let (max_token_lifetime, revocation_capacity, redis) = resolve_revocation(self.revocation, env)?;
+        let listeners = Listeners { admin: admin.is_some() };
+        let backchannel_logout =
+            resolve_logout(self.backchannel_logout, logout_clients, &issuer_keys, listeners)?;
+        let security_events = match self.security_events {
+            None => None,
+            Some(file) => Some(resolve_security_events(file, &issuer_keys, listeners)?),
+        };
+        if let (Some(logout), Some(events)) = (&backchannel_logout, &security_events)
+            && logout.endpoint.listener == events.endpoint.listener
+            && logout.endpoint.path == events.endpoint.path
+        {
+            return Err(ConfigError::at(
+                "security_events.path",
+                "the same path as backchannel_logout.path on the same listener",
+            ));
+        }
+
         Ok(Settings {
             listen: self.listen,
             frontend,
@@ -1003,7 +1051,12 @@ impl FileConfig {
                 fail_fast: self.fail_fast.unwrap_or(true),
                 issuer_names,
                 routes,
+                max_token_lifetime,
+                revocation_capacity,
             },
+            redis,
+            backchannel_logout,
+            security_events,
         })
     }
 }
@@ -1138,6 +1191,509 @@ fn resolve_cookies(file: CookiesFile) -> Result<CookieSettings, ConfigError> {
         allowed_origins.push(origin.to_ascii_lowercase());
     }
     Ok(CookieSettings { name: file.name, allowed_origins })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet-wide revocation: `[revocation]`, `[revocation.redis]`, `[backchannel_logout]`,
+// `[security_events]`.
+
+/// Default longest token lifetime: the library's, 24 h.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = tokengate::revocation::DEFAULT_MAX_TOKEN_LIFETIME;
+/// Default prefix of the Redis keys: the entries live in `{prefix}:entries`, news travel on
+/// the channel `{prefix}:events`.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tokengate:revocations";
+/// Default time to connect to Redis: 1 s; on a LAN it takes a millisecond, and the list keeps
+/// serving meanwhile, so giving up early only starts the retry sooner.
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time one Redis command may take: 1 s (a write, a page of a full load, a ping).
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default longest pause between reconnection attempts: 5 s, so a restarted Redis is found
+/// within seconds without hammering one that is down.
+pub const DEFAULT_REDIS_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Default bound of the queue of writes waiting for Redis: 10 000 entries (a few MB). When it
+/// overflows nothing is lost: the replica writes its whole local list on reconnect instead.
+pub const DEFAULT_REDIS_QUEUE_CAPACITY: usize = 10_000;
+/// Default interval of full reloads while connected: 5 min, a safety net under pub/sub (which
+/// delivers at most once); the load on start and on every reconnect is what matters.
+pub const DEFAULT_REDIS_FULL_LOAD_INTERVAL: Duration = Duration::from_secs(300);
+/// Default interval of the pings that find a silently dead connection: 5 s.
+pub const DEFAULT_REDIS_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Default path of the back-channel logout endpoint.
+pub const DEFAULT_LOGOUT_PATH: &str = "/backchannel-logout";
+/// Default path of the Security Event Token endpoint.
+pub const DEFAULT_EVENTS_PATH: &str = "/security-events";
+/// Default oldest `iat` a logout token may have: 2 minutes (plus the issuer's leeway). The
+/// OP sends it at logout time; OWASP ASVS 10.5.5 recommends a short window, and the replay
+/// cache has to remember each `jti` only this long.
+pub const DEFAULT_LOGOUT_MAX_AGE: Duration = Duration::from_secs(120);
+/// Default oldest `iat` a security event may have: 5 minutes (plus leeway); transmitters retry
+/// failed pushes (RFC 8935 §2.3), so a SET may arrive later than a logout token.
+pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(300);
+/// Default capacity of a receiver's replay cache: 100 000 `jti`s (about 10 MB), far more
+/// logouts than arrive within a window at one replica.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
+/// The admin listener's own paths, which a receiver may not take.
+const ADMIN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/revocations"];
+
+/// The `[revocation]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationFile {
+    /// The longest lifetime of any token the issuers mint (default 24 h): how long a
+    /// by-subject or by-session entry lives; longer-lived tokens are refused after one.
+    pub max_token_lifetime: Option<DurationValue>,
+    /// Most entries in the list (default 1 000 000).
+    pub capacity: Option<usize>,
+    /// The shared store.
+    pub redis: Option<RedisFile>,
+}
+
+/// The `[revocation.redis]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://[:password@]host:port[/db]`, inline.
+    pub url: Option<String>,
+    /// The environment variable holding the URL (when it carries a password).
+    pub url_env: Option<String>,
+    /// Prefix of the keys and the channel (default `tokengate:revocations`).
+    pub key_prefix: Option<String>,
+    /// Connecting (default 1 s).
+    pub connect_timeout: Option<DurationValue>,
+    /// One command (default 1 s).
+    pub command_timeout: Option<DurationValue>,
+    /// Longest pause between reconnection attempts (default 5 s).
+    pub reconnect_max_backoff: Option<DurationValue>,
+    /// Writes queued while Redis is unreachable (default 10 000).
+    pub queue_capacity: Option<usize>,
+    /// Full reloads while connected (default 5 min).
+    pub full_load_interval: Option<DurationValue>,
+    /// Pings of both connections (default 5 s).
+    pub ping_interval: Option<DurationValue>,
+    /// Whether `/readyz` may answer 200 before the first full load succeeded (default
+    /// `false`: a replica that never saw the shared list would accept revoked tokens).
+    pub ready_before_first_load: Option<bool>,
+}
+
+/// Which listener serves a receiver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerChoice {
+    /// The proxy or forward-auth listener: the one the identity provider can reach.
+    #[default]
+    Main,
+    /// The admin listener.
+    Admin,
+}
+
+/// The `[backchannel_logout]` table (the issuers opt in with `logout_client_id`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverFile {
+    /// The endpoint's path (default `/backchannel-logout`).
+    pub path: Option<String>,
+    /// `main` (default) or `admin`.
+    pub listener: Option<ListenerChoice>,
+    /// The oldest `iat` accepted (default 2 min), plus the issuer's leeway.
+    pub max_age: Option<DurationValue>,
+    /// `jti`s remembered against replays (default 100 000).
+    pub replay_cache_capacity: Option<usize>,
+}
+
+/// The `[security_events]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityEventsFile {
+    /// The endpoint's path (default `/security-events`).
+    pub path: Option<String>,
+    /// `main` (default) or `admin`.
+    pub listener: Option<ListenerChoice>,
+    /// The `aud` every SET must carry: this receiver's identifier at the transmitters.
+    pub audience: String,
+    /// The oldest `iat` accepted (default 5 min), plus the leeway.
+    pub max_age: Option<DurationValue>,
+    /// `jti`s remembered against replays (default 100 000).
+    pub replay_cache_capacity: Option<usize>,
+    /// The trusted transmitters (at least one).
+    pub transmitters: Vec<TransmitterFile>,
+}
+
+/// One `[[security_events.transmitters]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransmitterFile {
+    /// The SETs' `iss`.
+    pub issuer: String,
+    /// The transmitter's JWKS; absent: the keys of the `[[issuers]]` entry with this issuer.
+    pub jwks_uri: Option<String>,
+    /// Accepted algorithms; absent: those of the `[[issuers]]` entry with this issuer.
+    pub algorithms: Option<Vec<AlgorithmName>>,
+    /// The `[[issuers]]` entry whose subjects this transmitter speaks about (default: its
+    /// own issuer). Opaque subject ids are that issuer's `sub`s; an `iss_sub` subject of any
+    /// other issuer is refused (`access_denied`).
+    pub subject_issuer: Option<String>,
+    /// Allow a plain-`http` JWKS URL on a non-loopback host (default `false`).
+    pub allow_http: Option<bool>,
+}
+
+/// How to find and trust an issuer's keys, shared by the access-token verifier and the
+/// receivers.
+#[derive(Debug, Clone)]
+struct KeySourceFile {
+    jwks_uri: Option<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: Option<Duration>,
+    allow_http: Option<bool>,
+    max_staleness: Option<Duration>,
+}
+
+impl KeySourceFile {
+    fn apply(&self, mut config: IssuerConfig) -> IssuerConfig {
+        config = config.algorithms(self.algorithms.iter().copied());
+        config = match &self.jwks_uri {
+            Some(url) => config.jwks_url(url.clone()),
+            None => config.discover(),
+        };
+        if let Some(leeway) = self.leeway {
+            config = config.leeway(leeway);
+        }
+        if let Some(allow) = self.allow_http {
+            config = config.allow_http(allow);
+        }
+        if let Some(staleness) = self.max_staleness {
+            config = config.max_staleness(staleness);
+        }
+        config
+    }
+}
+
+/// The shared revocation store.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The server's URL (may hold a password: never logged).
+    pub url: Secret,
+    /// Key and channel prefix.
+    pub key_prefix: String,
+    /// Connecting.
+    pub connect_timeout: Duration,
+    /// One command.
+    pub command_timeout: Duration,
+    /// Longest pause between reconnection attempts.
+    pub reconnect_max_backoff: Duration,
+    /// Bound of the write queue.
+    pub queue_capacity: usize,
+    /// Full reloads while connected.
+    pub full_load_interval: Duration,
+    /// Pings.
+    pub ping_interval: Duration,
+    /// Whether `/readyz` may pass before the first full load.
+    pub ready_before_first_load: bool,
+}
+
+impl RedisSettings {
+    /// The sorted set of entries.
+    pub fn entries_key(&self) -> String {
+        format!("{}:entries", self.key_prefix)
+    }
+
+    /// The pub/sub channel.
+    pub fn channel(&self) -> String {
+        format!("{}:events", self.key_prefix)
+    }
+}
+
+/// Where a receiver listens and how it treats time and replays.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// Its path (exact match, `POST` only).
+    pub path: String,
+    /// Its listener.
+    pub listener: ListenerChoice,
+    /// The oldest `iat` accepted (the issuer's leeway comes on top).
+    pub max_age: Duration,
+    /// Replay cache capacity.
+    pub replay_capacity: usize,
+}
+
+/// The back-channel logout receiver.
+#[derive(Debug, Clone)]
+pub struct LogoutSettings {
+    /// Path, listener, window.
+    pub endpoint: EndpointSettings,
+    /// One verifier per issuer that opted in: its keys, `aud` = our client id, `exp` required.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// The Security Event Token receiver.
+#[derive(Debug, Clone)]
+pub struct SecurityEventsSettings {
+    /// Path, listener, window.
+    pub endpoint: EndpointSettings,
+    /// The accepted `aud`.
+    pub audience: String,
+    /// The transmitters.
+    pub transmitters: Vec<TransmitterSettings>,
+}
+
+/// One trusted transmitter.
+#[derive(Debug, Clone)]
+pub struct TransmitterSettings {
+    /// The SETs' `iss`.
+    pub issuer: String,
+    /// Its keys, `aud` = the receiver's audience, `exp` optional (RFC 8417 SETs have none).
+    pub verifier: IssuerConfig,
+    /// The access-token issuer whose subjects it speaks about.
+    pub subject_issuer: String,
+}
+
+#[derive(Clone, Copy)]
+struct Listeners {
+    admin: bool,
+}
+
+fn resolve_revocation(
+    file: RevocationFile,
+    env: &dyn Environment,
+) -> Result<(Duration, usize, Option<RedisSettings>), ConfigError> {
+    let lifetime = file.max_token_lifetime.map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0);
+    if lifetime < Duration::from_secs(1) {
+        return Err(ConfigError::at("revocation.max_token_lifetime", "at least 1s"));
+    }
+    let capacity = file.capacity.unwrap_or(tokengate::revocation::DEFAULT_CAPACITY);
+    if capacity == 0 {
+        return Err(ConfigError::at("revocation.capacity", "must be more than 0"));
+    }
+    let redis = match file.redis {
+        None => None,
+        Some(file) => Some(resolve_redis(file, env)?),
+    };
+    Ok((lifetime, capacity, redis))
+}
+
+fn resolve_redis(file: RedisFile, env: &dyn Environment) -> Result<RedisSettings, ConfigError> {
+    if !cfg!(feature = "redis") {
+        return Err(ConfigError::at(
+            "revocation.redis",
+            "this build has no Redis support: build tokengate-gateway with the cargo feature `redis` (on by default)",
+        ));
+    }
+    let (url, key) = match (file.url, file.url_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::at("revocation.redis.url", "give url or url_env, not both"));
+        }
+        (None, None) => {
+            return Err(ConfigError::at(
+                "revocation.redis.url",
+                "missing (or set url_env to the name of an environment variable)",
+            ));
+        }
+        (Some(url), None) => (Secret(url), "revocation.redis.url"),
+        (None, Some(var)) => {
+            (secret_from_env(env, "revocation.redis.url_env", &var)?, "revocation.redis.url_env")
+        }
+    };
+    if !url.expose().starts_with("redis://") {
+        // Never echo the URL: it may carry a password.
+        return Err(ConfigError::at(
+            key,
+            "expected redis://[:password@]host:port[/db] (rediss:// and unix sockets are not supported)",
+        ));
+    }
+    let key_prefix = file.key_prefix.unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
+    if key_prefix.is_empty() || key_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(ConfigError::at("revocation.redis.key_prefix", "must be non-empty, without spaces"));
+    }
+    let settings = RedisSettings {
+        url,
+        key_prefix,
+        connect_timeout: file.connect_timeout.map_or(DEFAULT_REDIS_CONNECT_TIMEOUT, |d| d.0),
+        command_timeout: file.command_timeout.map_or(DEFAULT_REDIS_COMMAND_TIMEOUT, |d| d.0),
+        reconnect_max_backoff: file.reconnect_max_backoff.map_or(DEFAULT_REDIS_RECONNECT_MAX, |d| d.0),
+        queue_capacity: file.queue_capacity.unwrap_or(DEFAULT_REDIS_QUEUE_CAPACITY),
+        full_load_interval: file.full_load_interval.map_or(DEFAULT_REDIS_FULL_LOAD_INTERVAL, |d| d.0),
+        ping_interval: file.ping_interval.map_or(DEFAULT_REDIS_PING_INTERVAL, |d| d.0),
+        ready_before_first_load: file.ready_before_first_load.unwrap_or(false),
+    };
+    for (key, value) in [
+        ("revocation.redis.connect_timeout", settings.connect_timeout),
+        ("revocation.redis.command_timeout", settings.command_timeout),
+        ("revocation.redis.reconnect_max_backoff", settings.reconnect_max_backoff),
+        ("revocation.redis.full_load_interval", settings.full_load_interval),
+        ("revocation.redis.ping_interval", settings.ping_interval),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::at(key, "must be more than 0"));
+        }
+    }
+    if settings.queue_capacity == 0 {
+        return Err(ConfigError::at("revocation.redis.queue_capacity", "must be more than 0"));
+    }
+    Ok(settings)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_endpoint(
+    table: &str,
+    path: Option<String>,
+    default_path: &str,
+    listener: Option<ListenerChoice>,
+    max_age: Option<DurationValue>,
+    default_max_age: Duration,
+    replay_capacity: Option<usize>,
+    listeners: Listeners,
+) -> Result<EndpointSettings, ConfigError> {
+    let path = path.unwrap_or_else(|| default_path.to_owned());
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    if !path.strip_prefix('/').is_some_and(|rest| rest.split('/').all(plain)) {
+        return Err(ConfigError::at(
+            format!("{table}.path"),
+            format!("{path:?} is not a path like \"/backchannel-logout\" (plain segments, no trailing /)"),
+        ));
+    }
+    let listener = listener.unwrap_or_default();
+    if listener == ListenerChoice::Admin {
+        if !listeners.admin {
+            return Err(ConfigError::at(
+                format!("{table}.listener"),
+                "\"admin\" needs an [admin] table with listen = \"host:port\"",
+            ));
+        }
+        if ADMIN_PATHS.contains(&path.as_str()) {
+            return Err(ConfigError::at(format!("{table}.path"), "taken by the admin listener itself"));
+        }
+    }
+    let max_age = max_age.map_or(default_max_age, |d| d.0);
+    if max_age.is_zero() {
+        return Err(ConfigError::at(format!("{table}.max_age"), "must be more than 0"));
+    }
+    let replay_capacity = replay_capacity.unwrap_or(DEFAULT_REPLAY_CAPACITY);
+    if replay_capacity == 0 {
+        return Err(ConfigError::at(format!("{table}.replay_cache_capacity"), "must be more than 0"));
+    }
+    Ok(EndpointSettings { path, listener, max_age, replay_capacity })
+}
+
+fn resolve_logout(
+    file: Option<ReceiverFile>,
+    clients: Vec<(usize, String, String)>,
+    keys: &[(String, KeySourceFile)],
+    listeners: Listeners,
+) -> Result<Option<LogoutSettings>, ConfigError> {
+    let file = match (file, clients.first()) {
+        (None, None) => return Ok(None),
+        (None, Some((i, _, _))) => {
+            return Err(ConfigError::at(
+                format!("issuers[{i}].logout_client_id"),
+                "needs a [backchannel_logout] table (it says where the endpoint listens)",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::at(
+                "backchannel_logout",
+                "no issuer has logout_client_id: set it on each [[issuers]] entry whose logout tokens to accept",
+            ));
+        }
+        (Some(file), Some(_)) => file,
+    };
+    let endpoint = resolve_endpoint(
+        "backchannel_logout",
+        file.path,
+        DEFAULT_LOGOUT_PATH,
+        file.listener,
+        file.max_age,
+        DEFAULT_LOGOUT_MAX_AGE,
+        file.replay_cache_capacity,
+        listeners,
+    )?;
+    let issuers = clients
+        .into_iter()
+        .filter_map(|(_, issuer, client_id)| {
+            let (_, source) = keys.iter().find(|(name, _)| *name == issuer)?;
+            // Back-Channel Logout 1.0 §2.4: `exp` is required; `typ` is checked by the
+            // receiver (`logout+jwt` when present), not by the verifier.
+            Some(source.apply(IssuerConfig::new(issuer).audience(client_id)).require_exp(true))
+        })
+        .collect();
+    Ok(Some(LogoutSettings { endpoint, issuers }))
+}
+
+fn resolve_security_events(
+    file: SecurityEventsFile,
+    keys: &[(String, KeySourceFile)],
+    listeners: Listeners,
+) -> Result<SecurityEventsSettings, ConfigError> {
+    let endpoint = resolve_endpoint(
+        "security_events",
+        file.path,
+        DEFAULT_EVENTS_PATH,
+        file.listener,
+        file.max_age,
+        DEFAULT_EVENTS_MAX_AGE,
+        file.replay_cache_capacity,
+        listeners,
+    )?;
+    if file.audience.is_empty() {
+        return Err(ConfigError::at("security_events.audience", "empty"));
+    }
+    if file.transmitters.is_empty() {
+        return Err(ConfigError::at(
+            "security_events.transmitters",
+            "at least one [[security_events.transmitters]] entry is required",
+        ));
+    }
+    let mut transmitters: Vec<TransmitterSettings> = Vec::new();
+    for (i, t) in file.transmitters.into_iter().enumerate() {
+        let at = |key: &str| format!("security_events.transmitters[{i}].{key}");
+        if t.issuer.is_empty() {
+            return Err(ConfigError::at(at("issuer"), "empty"));
+        }
+        if transmitters.iter().any(|other| other.issuer == t.issuer) {
+            return Err(ConfigError::at(at("issuer"), format!("{:?} is configured twice", t.issuer)));
+        }
+        let own = keys.iter().find(|(name, _)| *name == t.issuer).map(|(_, k)| k);
+        let mut source = match (t.jwks_uri, own) {
+            (Some(url), _) if url.is_empty() => return Err(ConfigError::at(at("jwks_uri"), "empty")),
+            (Some(url), own) => KeySourceFile {
+                jwks_uri: Some(url),
+                algorithms: own.map(|k| k.algorithms.clone()).unwrap_or_default(),
+                leeway: own.and_then(|k| k.leeway),
+                allow_http: t.allow_http,
+                max_staleness: None,
+            },
+            (None, Some(own)) => own.clone(),
+            (None, None) => {
+                return Err(ConfigError::at(
+                    at("jwks_uri"),
+                    "missing: the transmitter is not one of the [[issuers]], so its keys must be named",
+                ));
+            }
+        };
+        if let Some(algorithms) = t.algorithms {
+            source.algorithms = algorithms.iter().map(|a| a.0).collect();
+        }
+        if source.algorithms.is_empty() {
+            return Err(ConfigError::at(at("algorithms"), "at least one algorithm is required"));
+        }
+        let subject_issuer = t.subject_issuer.unwrap_or_else(|| t.issuer.clone());
+        if !keys.iter().any(|(name, _)| *name == subject_issuer) {
+            return Err(ConfigError::at(
+                at("subject_issuer"),
+                format!(
+                    "{subject_issuer:?} is not one of the [[issuers]]: whose tokens would its events revoke?"
+                ),
+            ));
+        }
+        let verifier = source
+            .apply(IssuerConfig::new(t.issuer.clone()).audience(file.audience.clone()))
+            .require_exp(false);
+        transmitters.push(TransmitterSettings { issuer: t.issuer, verifier, subject_issuer });
+    }
+    Ok(SecurityEventsSettings { endpoint, audience: file.audience, transmitters })
 }
 
 #[cfg(test)]
@@ -1346,5 +1902,69 @@ scopes = ["admin"]
         for bad in ["https://x", "127.0.0.1:9000", "http://x/api", "http://u:p@x", "http://x?q", "ftp://x"] {
             assert!(parse_upstream(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn fleet_tables_resolve_and_name_their_keys() {
+        let base = DESIGN_MINIMUM.replace(
+            "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]",
+            "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\nlogout_client_id = \"rp-1\"",
+        );
+        let full = format!(
+            "{base}\n[admin]\nlisten = \"127.0.0.1:9901\"\n\n[revocation]\nmax_token_lifetime = \"1h\"\n\n[revocation.redis]\nurl_env = \"TG_REDIS\"\nkey_prefix = \"tg\"\n\n[backchannel_logout]\npath = \"/bcl\"\n\n[security_events]\naudience = \"https://gw.example.com\"\nlistener = \"admin\"\n[[security_events.transmitters]]\nissuer = \"https://idp.example.com\"\n"
+        );
+        let env = Env(HashMap::from([("TG_REDIS", "redis://:pw-s3cret@127.0.0.1:6379/0")]));
+        let settings = parse(&full).unwrap().resolve(&env).unwrap();
+        assert!(!format!("{settings:?}").contains("pw-s3cret"), "the Redis password leaked into Debug");
+        assert_eq!(settings.gate.max_token_lifetime, Duration::from_secs(3600));
+        let redis = settings.redis.as_ref().unwrap();
+        assert_eq!((redis.entries_key(), redis.channel()), ("tg:entries".into(), "tg:events".into()));
+        assert_eq!(redis.queue_capacity, DEFAULT_REDIS_QUEUE_CAPACITY);
+        let logout = settings.backchannel_logout.as_ref().unwrap();
+        assert_eq!((logout.endpoint.path.as_str(), logout.endpoint.listener), ("/bcl", ListenerChoice::Main));
+        assert_eq!(logout.issuers.len(), 1);
+        let events = settings.security_events.as_ref().unwrap();
+        assert_eq!(events.endpoint.listener, ListenerChoice::Admin);
+        assert_eq!(events.transmitters[0].subject_issuer, "https://idp.example.com");
+
+        let bad = |from: &str, to: &str| {
+            let text = full.replace(from, to);
+            match parse(&text).and_then(|f| f.resolve(&env)) {
+                Ok(_) => panic!("accepted with {to:?}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let e = bad("key_prefix = \"tg\"", "key_prefix = \"tg\"\ncolour = 1");
+        assert!(e.starts_with("revocation.redis.colour: unknown key"), "{e}");
+        let e = bad("url_env = \"TG_REDIS\"", "url = \"http://x\"");
+        assert!(e.starts_with("revocation.redis.url: expected redis://"), "{e}");
+        let e = bad("url_env = \"TG_REDIS\"", "url_env = \"TG_REDIS\"\nurl = \"redis://x\"");
+        assert!(e.starts_with("revocation.redis.url: give url or url_env"), "{e}");
+        let e = bad("key_prefix = \"tg\"", "key_prefix = \"tg\"\ncommand_timeout = \"0s\"");
+        assert_eq!(e, "revocation.redis.command_timeout: must be more than 0");
+        let e = bad("path = \"/bcl\"", "path = \"bcl/\"");
+        assert!(e.starts_with("backchannel_logout.path: "), "{e}");
+        let e = bad("path = \"/bcl\"", "path = \"/bcl\"\nnonce = true");
+        assert!(e.starts_with("backchannel_logout.nonce: unknown key"), "{e}");
+        let e = bad("logout_client_id = \"rp-1\"", "");
+        assert!(e.starts_with("backchannel_logout: no issuer has logout_client_id"), "{e}");
+        let e = bad("[backchannel_logout]\npath = \"/bcl\"\n", "");
+        assert!(e.starts_with("issuers[0].logout_client_id: needs a [backchannel_logout]"), "{e}");
+        let e = bad("listener = \"admin\"", "listener = \"admin\"\npath = \"/metrics\"");
+        assert_eq!(e, "security_events.path: taken by the admin listener itself");
+        let e = bad(
+            "[[security_events.transmitters]]\nissuer = \"https://idp.example.com\"",
+            "[[security_events.transmitters]]\nissuer = \"https://other.example.com\"",
+        );
+        assert!(e.starts_with("security_events.transmitters[0].jwks_uri: missing"), "{e}");
+        let e = bad(
+            "[[security_events.transmitters]]\nissuer = \"https://idp.example.com\"",
+            "[[security_events.transmitters]]\nissuer = \"https://other.example.com\"\njwks_uri = \"https://other.example.com/jwks\"\nalgorithms = [\"ES256\"]",
+        );
+        assert!(e.starts_with("security_events.transmitters[0].subject_issuer: "), "{e}");
+        let e = bad("audience = \"https://gw.example.com\"", "audience = \"\"");
+        assert_eq!(e, "security_events.audience: empty");
+        let e = bad("max_token_lifetime = \"1h\"", "max_token_lifetime = \"0s\"");
+        assert_eq!(e, "revocation.max_token_lifetime: at least 1s");
     }
 }

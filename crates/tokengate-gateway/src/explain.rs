@@ -492,25 +492,31 @@ impl<'t> Facts<'t> {
             let list = gate.revocations();
             let by_jti = list.is_revoked(p.issuer(), p.token_id(), None, p.issued_at(), now);
             let by_sub = list.is_revoked(p.issuer(), None, p.subject(), p.issued_at(), now);
+            let by_sid = p.session_id().is_some_and(|sid| list.is_session_revoked(p.issuer(), sid, now));
             // What the gate itself checks: also the maximum-lifetime rule for long-lived tokens.
             let by_gate = list.is_token_revoked(
                 p.issuer(),
                 p.token_id(),
                 p.subject(),
+                p.session_id(),
                 p.issued_at(),
                 p.expires_at(),
                 now,
             );
             let jti = p.token_id().map_or_else(|| "no jti".to_owned(), |j| format!("jti {j:?}"));
             let sub = p.subject().map_or_else(|| "no sub".to_owned(), |s| format!("sub {s:?}"));
-            return match (by_jti, by_sub) {
-                (false, false) if by_gate => REVOCATION.fail(format!(
-                    "the token lives longer than the maximum token lifetime and was issued before its issuer's latest subject revocation, so {jti} and {sub} cannot be cleared"
+            return match (by_jti, by_sub, by_sid) {
+                (false, false, false) if by_gate => REVOCATION.fail(format!(
+                    "the token lives longer than the maximum token lifetime and was issued before its issuer's latest subject or session revocation, so {jti} and {sub} cannot be cleared"
                 )),
-                (false, false) => REVOCATION.ok(format!("{jti} and {sub} are not revoked")),
-                (true, _) => REVOCATION.fail(format!("{jti} is on the revocation list")),
-                (false, true) => REVOCATION.fail(format!(
+                (false, false, false) => REVOCATION.ok(format!("{jti} and {sub} are not revoked")),
+                (true, _, _) => REVOCATION.fail(format!("{jti} is on the revocation list")),
+                (false, true, _) => REVOCATION.fail(format!(
                     "every token of {sub} issued before a time after this one's iat is revoked"
+                )),
+                (false, false, true) => REVOCATION.fail(format!(
+                    "the token's session (sid {:?}) has been revoked",
+                    p.session_id().unwrap_or_default()
                 )),
             };
         }

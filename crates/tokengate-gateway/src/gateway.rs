@@ -10,11 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::Admin;
-use crate::config::{Frontend, Settings};
+use crate::admin::{Admin, Fleet};
+use crate::config::{Frontend, ListenerChoice, Settings};
 use crate::forward_auth::ForwardAuth;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
+use crate::receiver::Receivers;
+#[cfg(feature = "redis")]
+use crate::revocation_store::RevocationStore;
 use crate::server::{self, ServerLimits};
 
 /// Connections the admin listener serves at once: its own cap, so that a flood on the main
@@ -29,6 +32,8 @@ pub struct Gateway {
     pub admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    #[cfg(feature = "redis")]
+    store: Option<RevocationStore>,
 }
 
 /// Binds `addr`; with `fallback`, a taken port falls back to a free one (the demo).
@@ -58,6 +63,26 @@ impl Gateway {
             max_connections: settings.max_connections,
         };
         let grace = settings.timeouts.shutdown_grace;
+
+        // Fleet-wide revocation: the receivers write into the gate's list, and the shared
+        // store (if any) carries every local entry to the other replicas and theirs here.
+        let receivers = Arc::new(
+            Receivers::build(settings, gate.revocations())
+                .await
+                .map_err(|e| io::Error::other(format!("receivers: {e}")))?,
+        );
+        #[cfg(feature = "redis")]
+        let store = match &settings.redis {
+            Some(redis) => {
+                Some(RevocationStore::start(redis, gate.revocations().clone()).map_err(io::Error::other)?)
+            }
+            None => None,
+        };
+        #[cfg(feature = "redis")]
+        let store_status = store.as_ref().map(|s| s.status().clone());
+        #[cfg(not(feature = "redis"))]
+        let store_status = None;
+        let fleet = Arc::new(Fleet { store: store_status, receivers: receivers.clone() });
 
         let listener = bind(settings.listen, fallback_ports)
             .await
@@ -89,6 +114,7 @@ impl Gateway {
                     &settings.timeouts,
                     settings.trusted_proxies.clone(),
                 ));
+                let receivers = receivers.clone();
                 tasks.push(tokio::spawn(server::serve(
                     "proxy",
                     listener,
@@ -96,11 +122,21 @@ impl Gateway {
                     metrics.main_connections.clone(),
                     signal.clone(),
                     grace,
-                    move |request, peer| proxy.clone().handle(request, peer),
+                    move |request, peer| {
+                        let receiver = receivers.route(ListenerChoice::Main, request.uri().path());
+                        let proxy = proxy.clone();
+                        async move {
+                            match receiver {
+                                Some(receiver) => receiver.handle(request).await,
+                                None => proxy.handle(request, peer).await,
+                            }
+                        }
+                    },
                 )));
             }
             Frontend::ForwardAuth { path_prefix } => {
                 let endpoint = Arc::new(ForwardAuth::new(shared, path_prefix.clone()));
+                let receivers = receivers.clone();
                 tasks.push(tokio::spawn(server::serve(
                     "forward_auth",
                     listener,
@@ -108,13 +144,22 @@ impl Gateway {
                     metrics.main_connections.clone(),
                     signal.clone(),
                     grace,
-                    move |request, peer| endpoint.clone().handle(request, peer),
+                    move |request, peer| {
+                        let receiver = receivers.route(ListenerChoice::Main, request.uri().path());
+                        let endpoint = endpoint.clone();
+                        async move {
+                            match receiver {
+                                Some(receiver) => receiver.handle(request).await,
+                                None => endpoint.handle(request, peer).await,
+                            }
+                        }
+                    },
                 )));
             }
         }
         if let (Some(listener), Some(admin)) = (admin_listener, &settings.admin) {
             let counters = metrics.admin_connections.clone();
-            let admin = Arc::new(Admin::new(gate, metrics, admin.token.clone()));
+            let admin = Arc::new(Admin::new(gate, metrics, admin.token.clone(), fleet));
             tasks.push(tokio::spawn(server::serve(
                 "admin",
                 listener,
@@ -125,7 +170,16 @@ impl Gateway {
                 move |request, peer| admin.clone().handle(request, peer),
             )));
         }
-        Ok(Gateway { listen, admin: admin_addr, shutdown, tasks })
+        #[cfg(not(feature = "redis"))]
+        let _ = fleet;
+        Ok(Gateway {
+            listen,
+            admin: admin_addr,
+            shutdown,
+            tasks,
+            #[cfg(feature = "redis")]
+            store,
+        })
     }
 
     /// Serves until SIGTERM or ctrl-c, then stops accepting and drains for the grace period.
@@ -140,6 +194,10 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.store {
+            store.shutdown().await;
         }
     }
 }

@@ -5,7 +5,9 @@
 //! [`server`] (accept loop, limits, graceful shutdown), [`proxy`] (reverse proxy),
 //! [`forward_auth`] (nginx / Traefik / Caddy / Envoy endpoint), [`access`] (token source, CSRF,
 //! identity headers), [`admin`] (health, readiness, metrics, revocations), [`metrics`],
-//! [`demo`], [`explain`].
+//! [`demo`], [`explain`]; fleet-wide revocation: [`revocation_store`] (Redis, feature
+//! `redis`), [`receiver`] with [`logout`] (OIDC Back-Channel Logout) and [`security_events`]
+//! (RFC 8935 pushed Security Event Tokens).
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,10 @@ pub mod explain;
 pub mod forward_auth;
 pub mod gateway;
 pub mod http_util;
+pub mod logout;
 pub mod metrics;
 pub mod proxy;
+pub mod receiver;
+pub mod revocation_store;
+pub mod security_events;
 pub mod server;

@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokengate::jwks::KeyStoreStatus;
 use tokengate::{AuthError, Gate};
 
+use crate::admin::Fleet;
+use crate::receiver::ReceiverCounters;
+use crate::revocation_store::StoreStatus;
 use crate::server::ConnectionCounters;
 
 /// Why a request ended the way it did: the `reason` label.
@@ -134,8 +137,9 @@ impl Metrics {
         self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of these counters and of `gate`'s.
-    pub fn render(&self, gate: &Gate) -> String {
+    /// The Prometheus text exposition of these counters, of `gate`'s, and of the shared
+    /// store's and receivers' in `fleet`.
+    pub fn render(&self, gate: &Gate, fleet: &Fleet) -> String {
         let mut out = String::with_capacity(4096);
         self.render_requests(&mut out);
         self.render_connections(&mut out);
@@ -145,6 +149,14 @@ impl Metrics {
         let _ = writeln!(out, "tokengate_revocations {}", gate.revocations().len());
         header(&mut out, "tokengate_ready", "gauge", "1 when every issuer has usable keys.");
         let _ = writeln!(out, "tokengate_ready {}", u8::from(gate.ready()));
+        if let Some(store) = &fleet.store {
+            render_store(&mut out, store);
+        }
+        let receivers = [
+            ("logout", fleet.receivers.logout().map(|r| &r.counters)),
+            ("security_event", fleet.receivers.events().map(|r| &r.counters)),
+        ];
+        render_receivers(&mut out, &receivers);
         out
     }
 
@@ -283,6 +295,75 @@ fn render_introspection(out: &mut String, gate: &Gate) {
     );
     let _ =
         writeln!(out, "tokengate_introspection_breaker_state {}", introspector.breaker_state().as_gauge());
+}
+
+fn render_store(out: &mut String, store: &StoreStatus) {
+    header(
+        out,
+        "tokengate_revocation_store_up",
+        "gauge",
+        "1 while the shared revocation store is connected and in step; 0 while degraded.",
+    );
+    let _ = writeln!(out, "tokengate_revocation_store_up {}", u8::from(store.is_up()));
+    header(
+        out,
+        "tokengate_revocation_store_queued",
+        "gauge",
+        "Local entries waiting to be written to the shared store.",
+    );
+    let _ = writeln!(out, "tokengate_revocation_store_queued {}", store.queued());
+    let counters = [
+        ("tokengate_revocation_store_written_total", "Entries written to the shared store.", &store.written),
+        (
+            "tokengate_revocation_store_received_total",
+            "Entries learnt from other replicas through pub/sub.",
+            &store.received,
+        ),
+        ("tokengate_revocation_store_full_loads_total", "Full loads of the shared store.", &store.full_loads),
+        (
+            "tokengate_revocation_store_connects_total",
+            "Connections to the shared store (the first and every reconnect).",
+            &store.connects,
+        ),
+        ("tokengate_revocation_store_errors_total", "Failed shared-store operations.", &store.errors),
+        (
+            "tokengate_revocation_store_queue_overflows_total",
+            "Times the write queue overflowed (the whole list is written on reconnect).",
+            &store.overflows,
+        ),
+        (
+            "tokengate_revocation_store_refused_total",
+            "Shared entries the local list refused or could not read.",
+            &store.refused,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+    }
+}
+
+fn render_receivers(out: &mut String, receivers: &[(&str, Option<&ReceiverCounters>)]) {
+    if receivers.iter().all(|(_, r)| r.is_none()) {
+        return;
+    }
+    header(
+        out,
+        "tokengate_pushed_revocations_total",
+        "counter",
+        "Back-channel logout tokens and security events received, by kind and result.",
+    );
+    for (kind, counters) in receivers {
+        if let Some(c) = counters {
+            for (result, n) in [("accepted", &c.accepted), ("rejected", &c.rejected)] {
+                let _ = writeln!(
+                    out,
+                    "tokengate_pushed_revocations_total{{kind=\"{kind}\",result=\"{result}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

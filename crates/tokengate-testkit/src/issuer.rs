@@ -430,6 +430,18 @@ impl Issuer {
         TokenBuilder::new(self.clone())
     }
 
+    /// A builder for an OpenID Connect Back-Channel Logout token for the relying party
+    /// `client_id`; unchanged, it signs a valid one — see [`TokenBuilder::logout`].
+    pub fn logout_token(&self, client_id: &str) -> TokenBuilder {
+        TokenBuilder::logout(self.clone(), client_id)
+    }
+
+    /// A builder for a Security Event Token (RFC 8417) for the receiver `audience`, holding
+    /// one event of `event_type` about `subject` — see [`TokenBuilder::security_event`].
+    pub fn security_event(&self, audience: &str, event_type: &str, subject: Value) -> TokenBuilder {
+        TokenBuilder::security_event(self.clone(), audience, event_type, subject)
+    }
+
     /// A builder for an opaque (non-JWT) token that only introspection can vouch for.
     pub fn opaque_token(&self) -> OpaqueTokenBuilder {
         OpaqueTokenBuilder::new(self.clone())

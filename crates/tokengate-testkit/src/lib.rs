@@ -16,6 +16,7 @@
 //! let expired = issuer.token().expires_in(-60).sign();
 //! let forged = issuer.token().sign_with_foreign_key();
 //! let opaque = issuer.opaque_token().scope("admin").issue();
+//! let logout = issuer.logout_token("my-client").claim("sid", "s-1".into()).sign();
 //! issuer.revoke_token(&opaque);
 //! let new_kid = issuer.rotate(KeyKind::Rsa);
 //! issuer.set_fault(Endpoint::Jwks, Fault::Status(503));
@@ -48,7 +49,10 @@ pub use issuer::{
 };
 pub use jsonwebtoken::Algorithm;
 pub use keys::KeyKind;
-pub use token::{DEFAULT_TOKEN_TTL_SECS, OpaqueTokenBuilder, TokenBuilder, raw_token};
+pub use token::{
+    BACKCHANNEL_LOGOUT_EVENT, CAEP_CREDENTIAL_CHANGE, CAEP_SESSION_REVOKED, DEFAULT_LOGOUT_TOKEN_TTL_SECS,
+    DEFAULT_TOKEN_TTL_SECS, OpaqueTokenBuilder, TokenBuilder, raw_token,
+};
 
 /// Installs jsonwebtoken's aws-lc-rs crypto provider for the process, if none is installed yet.
 ///

@@ -460,3 +460,34 @@ async fn echo_upstream_records_requests() {
     assert_eq!(recorded.header("X-User"), Some("alice"));
     assert_eq!(recorded.query.as_deref(), Some("x=1"));
 }
+
+#[tokio::test]
+async fn logout_tokens_and_security_events_have_their_spec_shapes() {
+    let issuer = Issuer::start().await;
+    let now = issuer.now();
+    let (header, claims) = issuer.logout_token("rp-1").claim("sid", json!("s-1")).parts();
+    assert_eq!(header["typ"], "logout+jwt");
+    assert_eq!(claims["aud"], "rp-1");
+    assert_eq!(claims["iss"], json!(issuer.url()));
+    assert_eq!(claims["iat"], now);
+    assert_eq!(claims["exp"], now + crate::DEFAULT_LOGOUT_TOKEN_TTL_SECS);
+    assert_eq!(claims["sid"], "s-1");
+    assert_eq!(claims["sub"], "user-1");
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+    assert_eq!(claims["events"], json!({ crate::BACKCHANNEL_LOGOUT_EVENT: {} }));
+    for absent in ["nonce", "scope", "client_id", "nbf"] {
+        assert!(claims.get(absent).is_none(), "{absent}");
+    }
+
+    let subject = json!({"format": "opaque", "id": "alice"});
+    let (header, claims) =
+        issuer.security_event("https://gw", crate::CAEP_SESSION_REVOKED, subject.clone()).parts();
+    assert_eq!(header["typ"], "secevent+jwt");
+    assert_eq!(claims["aud"], "https://gw");
+    assert_eq!(claims["events"][crate::CAEP_SESSION_REVOKED]["subject"], subject);
+    for absent in ["exp", "sub", "scope", "nbf"] {
+        assert!(claims.get(absent).is_none(), "{absent}");
+    }
+    // Both are real JWS from the issuer's current key: three segments.
+    assert_eq!(issuer.logout_token("rp-1").sign().split('.').count(), 3);
+}

@@ -18,6 +18,20 @@ use crate::keys::{KeyKind, SigningKey, alg_name};
 /// Default token lifetime: five minutes, long enough for any test, short like real access tokens.
 pub const DEFAULT_TOKEN_TTL_SECS: i64 = 300;
 
+/// The member of `events` that makes a JWT a back-channel logout token (OpenID Connect
+/// Back-Channel Logout 1.0 §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// CAEP `session-revoked` event type.
+pub const CAEP_SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+
+/// CAEP `credential-change` event type.
+pub const CAEP_CREDENTIAL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+
+/// Default lifetime of a logout token: two minutes, as OWASP ASVS 10.5.5 recommends.
+pub const DEFAULT_LOGOUT_TOKEN_TTL_SECS: i64 = 120;
+
 /// Bytes of randomness in the default `jti`.
 const JTI_BYTES: usize = 16;
 
@@ -63,6 +77,44 @@ impl TokenBuilder {
         let mut claims = default_claims(&issuer, now);
         claims.insert("nbf".into(), json!(now));
         TokenBuilder { issuer, now, alg: Algorithm::RS256, key, claims, header_overrides: Vec::new() }
+    }
+
+    /// A back-channel logout token: header `typ` `logout+jwt`; claims `{"iss", "aud":
+    /// client_id, "iat": now, "exp": now+120, "jti": <random>, "sub":"user-1", "events":
+    /// {"http://schemas.openid.net/event/backchannel-logout": {}}}` — no `nonce`, `scope`,
+    /// `client_id` or `nbf`. Add `sid` with [`claim`](Self::claim); remove `sub` with
+    /// [`without_claim`](Self::without_claim).
+    pub(crate) fn logout(issuer: Issuer, client_id: &str) -> TokenBuilder {
+        let mut builder = TokenBuilder::new(issuer);
+        for name in ["scope", "client_id", "nbf"] {
+            builder.claims.remove(name);
+        }
+        builder
+            .claim("aud", json!(client_id))
+            .expires_in(DEFAULT_LOGOUT_TOKEN_TTL_SECS)
+            .claim("events", json!({ BACKCHANNEL_LOGOUT_EVENT: {} }))
+            .header("typ", json!("logout+jwt"))
+    }
+
+    /// A Security Event Token (RFC 8417) as pushed per RFC 8935: header `typ`
+    /// `secevent+jwt`; claims `{"iss", "aud": audience, "iat": now, "jti": <random>,
+    /// "events": {event_type: {"subject": subject, "event_timestamp": now}}}` — no `exp`,
+    /// `sub`, `scope`, `client_id` or `nbf`.
+    pub(crate) fn security_event(
+        issuer: Issuer,
+        audience: &str,
+        event_type: &str,
+        subject: Value,
+    ) -> TokenBuilder {
+        let mut builder = TokenBuilder::new(issuer);
+        let now = builder.now;
+        for name in ["scope", "client_id", "nbf", "exp", "sub"] {
+            builder.claims.remove(name);
+        }
+        builder
+            .claim("aud", json!(audience))
+            .claim("events", json!({ event_type: { "subject": subject, "event_timestamp": now } }))
+            .header("typ", json!("secevent+jwt"))
     }
 
     /// Signs with `alg`, using the issuer's current key of the matching family (RS*/PS* → RSA,

@@ -135,6 +135,12 @@ impl Principal {
         self.0.token_id.as_deref()
     }
 
+    /// The session id (`sid`, OpenID Connect Front-/Back-Channel Logout), if the token has
+    /// one as a string. Read from the verified claims, so it costs one map lookup.
+    pub fn session_id(&self) -> Option<&str> {
+        self.0.claims.get("sid").and_then(Value::as_str)
+    }
+
     /// How the token was found valid.
     pub fn verified_by(&self) -> VerifiedBy {
         self.0.verified_by

@@ -150,12 +150,13 @@ impl Gate {
         Ok(Authorized { path: pending.path, requirement: pending.requirement, principal: Some(principal) })
     }
 
-    /// 7. The revocation list.
+    /// 7. The revocation list: by `jti`, by `sub` and `iat`, by session (`sid`).
     fn is_revoked(&self, principal: &Principal) -> bool {
         self.revocations.is_token_revoked(
             principal.issuer(),
             principal.token_id(),
             principal.subject(),
+            principal.session_id(),
             principal.issued_at(),
             principal.expires_at(),
             self.clock.now(),

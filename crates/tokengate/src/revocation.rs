@@ -1,10 +1,23 @@
 //! The local revocation list, checked on every route after the signature.
 //!
-//! Two kinds of entries:
+//! Three kinds of entries:
 //! - by (`iss`, `jti`): that one token is revoked until its `exp`;
 //! - by (`iss`, `sub`) and a time T: every token of that subject issued at or before T is
 //!   revoked ("log out everywhere", a token-version check). A token without `iat` cannot prove
-//!   it was issued after T, so it counts as revoked while the entry lives.
+//!   it was issued after T, so it counts as revoked while the entry lives;
+//! - by (`iss`, `sid`): every token carrying that session id (the `sid` claim of OpenID
+//!   Connect) is revoked while the entry lives, whenever it was issued — a session that ended
+//!   (back-channel logout, a CAEP `session-revoked` event) never comes back. Its time T (when
+//!   the session was revoked) counts as a cut-off for the maximum-lifetime rule below.
+//!
+//! # Sharing a list between processes
+//!
+//! The list itself is local memory. To share it (the gateway does, through Redis), give it an
+//! [`observer`](RevocationList::set_observer), told of every entry [`add`](RevocationList::add)ed
+//! here, and feed it what other processes added with [`apply`](RevocationList::apply) and
+//! [`apply_all`](RevocationList::apply_all), which never tell the observer — so an entry learnt
+//! from elsewhere is not sent back. Entries merge (the later expiry and cut-off win), so
+//! applying one twice, or in any order, gives the same list.
 //!
 //! # How long a subject entry lives, and the maximum token lifetime
 //!
@@ -27,17 +40,18 @@
 //!
 //! # Cost
 //!
-//! Reading is an `ArcSwap` load and at most three hash lookups — no lock, no allocation.
+//! Reading is an `ArcSwap` load and at most four hash lookups — no lock, no allocation.
 //! Writes (rare: an admin, a logout) copy the maps under a mutex, drop every entry that can no
 //! longer match a valid token, and swap the copy in: O(entries) time and, while the write
 //! runs, a second copy of the list's memory (an estimate: well under a millisecond for ten
 //! thousand entries; at the default capacity of a million, on the order of 100 ms and 100 MB
-//! per write). Fine for an admin API; replaying a large list entry by entry is quadratic. Memory is bounded twice
-//! over: entries expire, and the list refuses new entries past its capacity.
+//! per write). Fine for an admin API; replaying a large list entry by entry is quadratic, so
+//! [`apply_all`](RevocationList::apply_all) merges a batch with one copy. Memory is bounded
+//! twice over: entries expire, and the list refuses new entries past its capacity.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -82,6 +96,55 @@ pub enum Revocation {
         /// When the entry may be forgotten, seconds since the epoch.
         expires_at: i64,
     },
+    /// Every token carrying a session id (`sid`).
+    Session {
+        /// The tokens' issuer.
+        issuer: String,
+        /// The session id (`sid`).
+        sid: String,
+        /// When the session was revoked (seconds since the epoch): a cut-off for the
+        /// maximum-lifetime rule; tokens with this `sid` are revoked whenever issued.
+        revoked_at: i64,
+        /// When the entry may be forgotten, seconds since the epoch.
+        expires_at: i64,
+    },
+}
+
+impl Revocation {
+    /// The issuer the entry is about.
+    pub fn issuer(&self) -> &str {
+        match self {
+            Revocation::Token { issuer, .. }
+            | Revocation::Subject { issuer, .. }
+            | Revocation::Session { issuer, .. } => issuer,
+        }
+    }
+
+    /// When the entry may be forgotten, seconds since the epoch: the longest time a token it
+    /// matches can still be valid.
+    pub fn expires_at(&self) -> i64 {
+        match self {
+            Revocation::Token { expires_at, .. }
+            | Revocation::Subject { expires_at, .. }
+            | Revocation::Session { expires_at, .. } => *expires_at,
+        }
+    }
+}
+
+/// Told of every entry [`RevocationList::add`] put in force (not of entries
+/// [`apply`](RevocationList::apply)'d). It runs while the list's writer lock is held, so it
+/// must be quick and must not block: queue the entry and return.
+pub type RevocationObserver = Arc<dyn Fn(&Revocation) + Send + Sync>;
+
+/// What [`RevocationList::apply_all`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    /// Entries merged into the list (new or strengthening an existing one).
+    pub applied: usize,
+    /// Entries already expired: nothing to remember.
+    pub expired: usize,
+    /// Entries refused: an empty field, or the list (or its issuer table) was full.
+    pub refused: usize,
 }
 
 /// Why an entry could not be added.
@@ -104,17 +167,19 @@ impl fmt::Display for RevocationError {
 
 impl std::error::Error for RevocationError {}
 
-/// sub → (issued_before, expires_at)
-type SubjectEntries = HashMap<Box<str>, (i64, i64)>;
+/// sub → (issued_before, expires_at); sid → (revoked_at, expires_at)
+type TimedEntries = HashMap<Box<str>, (i64, i64)>;
 
 #[derive(Debug, Default, Clone)]
 struct Entries {
     /// issuer → jti → expires_at
     tokens: HashMap<Arc<str>, HashMap<Box<str>, i64>>,
     /// issuer → sub → (issued_before, expires_at)
-    subjects: HashMap<Arc<str>, SubjectEntries>,
-    /// issuer → the latest by-subject cut-off ever set. Never pruned: it is what refuses a
-    /// token that outlives the maximum lifetime after its subject's entry was forgotten.
+    subjects: HashMap<Arc<str>, TimedEntries>,
+    /// issuer → sid → (revoked_at, expires_at)
+    sessions: HashMap<Arc<str>, TimedEntries>,
+    /// issuer → the latest by-subject or by-session cut-off ever set. Never pruned: it is what
+    /// refuses a token that outlives the maximum lifetime after its entry was forgotten.
     latest_cutoff: HashMap<Arc<str>, i64>,
 }
 
@@ -122,6 +187,7 @@ impl Entries {
     fn len(&self) -> usize {
         self.tokens.values().map(HashMap::len).sum::<usize>()
             + self.subjects.values().map(HashMap::len).sum::<usize>()
+            + self.sessions.values().map(HashMap::len).sum::<usize>()
     }
 
     fn prune(&mut self, now: i64) {
@@ -129,11 +195,97 @@ impl Entries {
             map.retain(|_, expires_at| *expires_at > now);
         }
         self.tokens.retain(|_, m| !m.is_empty());
-        for map in self.subjects.values_mut() {
-            map.retain(|_, (_, expires_at)| *expires_at > now);
+        for timed in [&mut self.subjects, &mut self.sessions] {
+            for map in timed.values_mut() {
+                map.retain(|_, (_, expires_at)| *expires_at > now);
+            }
+            timed.retain(|_, m| !m.is_empty());
         }
-        self.subjects.retain(|_, m| !m.is_empty());
     }
+
+    /// Merges one entry. `Ok(true)`: in force now; `Ok(false)`: already expired, ignored.
+    /// A new entry past `capacity` is refused; strengthening an existing one never is.
+    fn merge(&mut self, entry: Revocation, now: i64, capacity: usize) -> Result<bool, RevocationError> {
+        match entry {
+            Revocation::Token { issuer, jti, expires_at } => {
+                if issuer.is_empty() || jti.is_empty() {
+                    return Err(RevocationError::Invalid("issuer and jti must not be empty"));
+                }
+                if expires_at <= now {
+                    return Ok(false); // The token has expired anyway: nothing to remember.
+                }
+                let exists = self.tokens.get(issuer.as_str()).is_some_and(|m| m.contains_key(jti.as_str()));
+                if !exists && self.len() >= capacity {
+                    return Err(RevocationError::Full(capacity));
+                }
+                let map = self.tokens.entry(Arc::from(issuer.as_str())).or_default();
+                let until = map.entry(jti.into_boxed_str()).or_insert(expires_at);
+                *until = (*until).max(expires_at);
+            }
+            Revocation::Subject { issuer, subject, issued_before, expires_at } => {
+                if issuer.is_empty() || subject.is_empty() {
+                    return Err(RevocationError::Invalid("issuer and subject must not be empty"));
+                }
+                self.merge_timed(Kind::Subject, issuer, subject, issued_before, expires_at, now, capacity)?;
+                return Ok(expires_at > now);
+            }
+            Revocation::Session { issuer, sid, revoked_at, expires_at } => {
+                if issuer.is_empty() || sid.is_empty() {
+                    return Err(RevocationError::Invalid("issuer and sid must not be empty"));
+                }
+                self.merge_timed(Kind::Session, issuer, sid, revoked_at, expires_at, now, capacity)?;
+                return Ok(expires_at > now);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A by-subject or by-session entry: (key, cut-off, expiry), and the issuer's cut-off.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_timed(
+        &mut self,
+        kind: Kind,
+        issuer: String,
+        key: String,
+        cutoff: i64,
+        expires_at: i64,
+        now: i64,
+        capacity: usize,
+    ) -> Result<(), RevocationError> {
+        if expires_at <= now {
+            return Ok(());
+        }
+        let known_issuer = self.latest_cutoff.contains_key(issuer.as_str());
+        if !known_issuer && self.latest_cutoff.len() >= MAX_ISSUERS_WITH_SUBJECT_ENTRIES {
+            return Err(RevocationError::Full(MAX_ISSUERS_WITH_SUBJECT_ENTRIES));
+        }
+        let table = match kind {
+            Kind::Subject => &self.subjects,
+            Kind::Session => &self.sessions,
+        };
+        let exists = table.get(issuer.as_str()).is_some_and(|m| m.contains_key(key.as_str()));
+        if !exists && self.len() >= capacity {
+            return Err(RevocationError::Full(capacity));
+        }
+        let issuer: Arc<str> = Arc::from(issuer.as_str());
+        let latest = self.latest_cutoff.entry(issuer.clone()).or_insert(cutoff);
+        *latest = (*latest).max(cutoff);
+        let table = match kind {
+            Kind::Subject => &mut self.subjects,
+            Kind::Session => &mut self.sessions,
+        };
+        let (before, until) =
+            table.entry(issuer).or_default().entry(key.into_boxed_str()).or_insert((cutoff, expires_at));
+        *before = (*before).max(cutoff);
+        *until = (*until).max(expires_at);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Subject,
+    Session,
 }
 
 /// The revocation list. Cheap to clone; clones share the list.
@@ -148,6 +300,7 @@ struct Inner {
     capacity: usize,
     max_token_lifetime: i64,
     clock: SharedClock,
+    observer: OnceLock<RevocationObserver>,
 }
 
 impl Default for RevocationList {
@@ -174,6 +327,7 @@ impl RevocationList {
                 capacity,
                 max_token_lifetime: max_token_lifetime.as_secs() as i64,
                 clock,
+                observer: OnceLock::new(),
             }),
         }
     }
@@ -209,83 +363,101 @@ impl RevocationList {
         self.add(entry.clone()).map(|()| entry)
     }
 
-    /// Adds an entry (also used to replay entries learnt from elsewhere). Adding an entry that
-    /// exists keeps the later expiry and the later cut-off time.
+    /// Revokes every token of `issuer` carrying the session id `sid`, from now until now plus
+    /// the maximum token lifetime.
+    pub fn revoke_session(&self, issuer: &str, sid: &str) -> Result<Revocation, RevocationError> {
+        let now = self.now();
+        let expires_at = now.saturating_add(self.inner.max_token_lifetime);
+        let entry =
+            Revocation::Session { issuer: issuer.into(), sid: sid.into(), revoked_at: now, expires_at };
+        self.add(entry.clone()).map(|()| entry)
+    }
+
+    /// Adds an entry made here, and tells the [observer](Self::set_observer). Adding an entry
+    /// that exists keeps the later expiry and the later cut-off time. An entry already expired
+    /// is accepted and forgotten at once (the observer is not told).
     pub fn add(&self, entry: Revocation) -> Result<(), RevocationError> {
+        self.write(entry, true).map(|_| ())
+    }
+
+    /// Merges an entry learnt from elsewhere (another replica, a shared store) *without*
+    /// telling the observer, so it is not sent back. `Ok(false)`: already expired, ignored.
+    pub fn apply(&self, entry: Revocation) -> Result<bool, RevocationError> {
+        self.write(entry, false)
+    }
+
+    /// Merges a batch learnt from elsewhere with one copy of the list (replaying entry by entry
+    /// is quadratic). Never tells the observer; refused entries are counted, not fatal.
+    pub fn apply_all(&self, batch: impl IntoIterator<Item = Revocation>) -> ApplySummary {
         let now = self.now();
         let _writer = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut entries = Entries::clone(&self.inner.entries.load());
         entries.prune(now);
-        let full = entries.len() >= self.inner.capacity;
-        match entry {
-            Revocation::Token { issuer, jti, expires_at } => {
-                if issuer.is_empty() || jti.is_empty() {
-                    return Err(RevocationError::Invalid("issuer and jti must not be empty"));
-                }
-                if expires_at <= now {
-                    return Ok(()); // The token has expired anyway: nothing to remember.
-                }
-                let map = entries.tokens.entry(Arc::from(issuer.as_str())).or_default();
-                match map.get_mut(jti.as_str()) {
-                    Some(existing) => *existing = (*existing).max(expires_at),
-                    None if full => return Err(RevocationError::Full(self.inner.capacity)),
-                    None => {
-                        map.insert(jti.into_boxed_str(), expires_at);
-                    }
-                }
-            }
-            Revocation::Subject { issuer, subject, issued_before, expires_at } => {
-                if issuer.is_empty() || subject.is_empty() {
-                    return Err(RevocationError::Invalid("issuer and subject must not be empty"));
-                }
-                if expires_at <= now {
-                    return Ok(());
-                }
-                let known_issuer = entries.latest_cutoff.contains_key(issuer.as_str());
-                if !known_issuer && entries.latest_cutoff.len() >= MAX_ISSUERS_WITH_SUBJECT_ENTRIES {
-                    return Err(RevocationError::Full(MAX_ISSUERS_WITH_SUBJECT_ENTRIES));
-                }
-                let issuer: Arc<str> = Arc::from(issuer.as_str());
-                let cutoff = entries.latest_cutoff.entry(issuer.clone()).or_insert(issued_before);
-                *cutoff = (*cutoff).max(issued_before);
-                let map = entries.subjects.entry(issuer).or_default();
-                match map.get_mut(subject.as_str()) {
-                    Some((before, until)) => {
-                        *before = (*before).max(issued_before);
-                        *until = (*until).max(expires_at);
-                    }
-                    None if full => return Err(RevocationError::Full(self.inner.capacity)),
-                    None => {
-                        map.insert(subject.into_boxed_str(), (issued_before, expires_at));
-                    }
-                }
+        let mut summary = ApplySummary::default();
+        for entry in batch {
+            match entries.merge(entry, now, self.inner.capacity) {
+                Ok(true) => summary.applied += 1,
+                Ok(false) => summary.expired += 1,
+                Err(_) => summary.refused += 1,
             }
         }
-        self.inner.entries.store(Arc::new(entries));
-        Ok(())
+        if summary.applied > 0 {
+            self.inner.entries.store(Arc::new(entries));
+        }
+        summary
+    }
+
+    /// Sets the observer told of every entry [`add`](Self::add)ed from now on. One per list:
+    /// a second call returns the observer back as the error.
+    pub fn set_observer(&self, observer: RevocationObserver) -> Result<(), RevocationObserver> {
+        self.inner.observer.set(observer)
+    }
+
+    fn write(&self, entry: Revocation, notify: bool) -> Result<bool, RevocationError> {
+        let now = self.now();
+        let _writer = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = Entries::clone(&self.inner.entries.load());
+        entries.prune(now);
+        let observed = notify.then(|| self.inner.observer.get()).flatten().map(|o| (o, entry.clone()));
+        let in_force = entries.merge(entry, now, self.inner.capacity)?;
+        if in_force {
+            self.inner.entries.store(Arc::new(entries));
+            // Still under the writer lock: the observer sees entries in the order they took
+            // effect.
+            if let Some((observer, entry)) = observed {
+                observer(&entry);
+            }
+        }
+        Ok(in_force)
     }
 
     /// Whether a token of `issuer` with these claims is revoked at time `now`: the check the
-    /// layer runs. [`is_revoked`](Self::is_revoked), plus the maximum-lifetime rule of the
-    /// module doc: a token living longer than the maximum token lifetime, issued at or before
-    /// the latest by-subject cut-off of its issuer, is refused.
+    /// layer runs. [`is_revoked`](Self::is_revoked), the token's session (`sid`) on the list,
+    /// plus the maximum-lifetime rule of the module doc: a token living longer than the
+    /// maximum token lifetime, issued at or before the latest cut-off of its issuer, is
+    /// refused.
+    #[allow(clippy::too_many_arguments)]
     pub fn is_token_revoked(
         &self,
         issuer: &str,
         jti: Option<&str>,
         subject: Option<&str>,
+        session: Option<&str>,
         issued_at: Option<i64>,
         expires_at: Option<i64>,
         now: i64,
     ) -> bool {
-        self.is_revoked(issuer, jti, subject, issued_at, now)
-            || self.outlives_a_forgotten_entry(issuer, issued_at, expires_at)
+        let entries = self.inner.entries.load();
+        listed(&entries, issuer, jti, subject, issued_at, now)
+            || session_listed(&entries, issuer, session, now)
+            || self.outlives_a_forgotten_entry(&entries, issuer, issued_at, expires_at)
     }
 
     /// A token whose lifetime exceeds the maximum, issued at or before its issuer's latest
-    /// cut-off, might be covered by a subject entry already forgotten.
+    /// cut-off, might be covered by an entry already forgotten.
     fn outlives_a_forgotten_entry(
         &self,
+        entries: &Entries,
         issuer: &str,
         issued_at: Option<i64>,
         expires_at: Option<i64>,
@@ -294,14 +466,14 @@ impl RevocationList {
             return false;
         };
         exp.saturating_sub(iat) > self.inner.max_token_lifetime
-            && self.inner.entries.load().latest_cutoff.get(issuer).is_some_and(|&cutoff| iat <= cutoff)
+            && entries.latest_cutoff.get(issuer).is_some_and(|&cutoff| iat <= cutoff)
     }
 
     /// Whether a token of `issuer` with these claims is on the list at time `now`. A by-subject
     /// entry covers tokens issued at or before its time (the same second counts: a token
     /// minted in the second of a "log out everywhere" must not survive it) and tokens
-    /// without `iat`. This does not apply the maximum-lifetime rule; the layer uses
-    /// [`is_token_revoked`](Self::is_token_revoked).
+    /// without `iat`. This does not look at sessions nor apply the maximum-lifetime rule; the
+    /// layer uses [`is_token_revoked`](Self::is_token_revoked).
     pub fn is_revoked(
         &self,
         issuer: &str,
@@ -310,20 +482,12 @@ impl RevocationList {
         issued_at: Option<i64>,
         now: i64,
     ) -> bool {
-        let entries = self.inner.entries.load();
-        if let Some(jti) = jti
-            && let Some(&until) = entries.tokens.get(issuer).and_then(|m| m.get(jti))
-            && until > now
-        {
-            return true;
-        }
-        if let Some(subject) = subject
-            && let Some(&(before, until)) = entries.subjects.get(issuer).and_then(|m| m.get(subject))
-            && until > now
-        {
-            return issued_at.is_none_or(|iat| iat <= before);
-        }
-        false
+        listed(&self.inner.entries.load(), issuer, jti, subject, issued_at, now)
+    }
+
+    /// Whether the session `sid` of `issuer` is on the list at time `now`.
+    pub fn is_session_revoked(&self, issuer: &str, sid: &str, now: i64) -> bool {
+        session_listed(&self.inner.entries.load(), issuer, Some(sid), now)
     }
 
     /// Every entry still in force, tokens first.
@@ -346,6 +510,16 @@ impl RevocationList {
                 });
             }
         }
+        for (issuer, map) in &entries.sessions {
+            for (sid, &(revoked_at, expires_at)) in map.iter().filter(|(_, (_, e))| *e > now) {
+                out.push(Revocation::Session {
+                    issuer: issuer.to_string(),
+                    sid: sid.to_string(),
+                    revoked_at,
+                    expires_at,
+                });
+            }
+        }
         out
     }
 
@@ -362,6 +536,39 @@ impl RevocationList {
     fn now(&self) -> i64 {
         self.inner.clock.now()
     }
+}
+
+/// By `jti`, or by subject for a token issued at or before the cut-off (or without `iat`).
+fn listed(
+    entries: &Entries,
+    issuer: &str,
+    jti: Option<&str>,
+    subject: Option<&str>,
+    issued_at: Option<i64>,
+    now: i64,
+) -> bool {
+    if let Some(jti) = jti
+        && let Some(&until) = entries.tokens.get(issuer).and_then(|m| m.get(jti))
+        && until > now
+    {
+        return true;
+    }
+    if let Some(subject) = subject
+        && let Some(&(before, until)) = entries.subjects.get(issuer).and_then(|m| m.get(subject))
+        && until > now
+    {
+        return issued_at.is_none_or(|iat| iat <= before);
+    }
+    false
+}
+
+/// By session: whenever the token was issued.
+fn session_listed(entries: &Entries, issuer: &str, session: Option<&str>, now: i64) -> bool {
+    // The common case — no session entries at all — costs one emptiness check.
+    let Some(sid) = session.filter(|_| !entries.sessions.is_empty()) else {
+        return false;
+    };
+    entries.sessions.get(issuer).and_then(|m| m.get(sid)).is_some_and(|&(_, until)| until > now)
 }
 
 impl fmt::Debug for RevocationList {
@@ -416,7 +623,7 @@ mod tests {
         // Issued at 900 with a lifetime of three hours: longer than the list's maximum.
         let (iat, exp) = (Some(900), Some(900 + 3 * 3_600));
         l.revoke_subject("iss", "alice", None).unwrap();
-        assert!(l.is_token_revoked("iss", None, Some("alice"), iat, exp, 1_001));
+        assert!(l.is_token_revoked("iss", None, Some("alice"), None, iat, exp, 1_001));
         clock.set(1_000 + 3_600 + 1);
         l.revoke_token("iss", "unrelated", Some(99_999)).unwrap(); // a write prunes alice's entry
         assert_eq!(l.entries().len(), 1, "alice's entry is forgotten");
@@ -425,15 +632,23 @@ mod tests {
             "the entry alone would let it in"
         );
         assert!(
-            l.is_token_revoked("iss", None, Some("alice"), iat, exp, clock.now()),
+            l.is_token_revoked("iss", None, Some("alice"), None, iat, exp, clock.now()),
             "exp beyond T + L: refused"
         );
         // Tokens within the maximum lifetime, later tokens and other issuers are unaffected.
-        assert!(!l.is_token_revoked("iss", None, Some("alice"), Some(900), Some(900 + 3_600), 1_100));
-        assert!(!l.is_token_revoked("iss", None, Some("alice"), Some(1_001), Some(1_001 + 3 * 3_600), 5_000));
-        assert!(!l.is_token_revoked("other", None, Some("alice"), iat, exp, 5_000));
+        assert!(!l.is_token_revoked("iss", None, Some("alice"), None, Some(900), Some(900 + 3_600), 1_100));
+        assert!(!l.is_token_revoked(
+            "iss",
+            None,
+            Some("alice"),
+            None,
+            Some(1_001),
+            Some(1_001 + 3 * 3_600),
+            5_000
+        ));
+        assert!(!l.is_token_revoked("other", None, Some("alice"), None, iat, exp, 5_000));
         // Without iat the lifetime is unknown: covered only while the entry lives.
-        assert!(!l.is_token_revoked("iss", None, Some("alice"), None, exp, clock.now()));
+        assert!(!l.is_token_revoked("iss", None, Some("alice"), None, None, exp, clock.now()));
     }
 
     #[test]
@@ -446,5 +661,119 @@ mod tests {
         l.revoke_token("iss", "a", Some(3_000)).unwrap(); // updating an entry is fine
         assert!(matches!(l.revoke_token("", "x", None), Err(RevocationError::Invalid(_))));
         assert_eq!(l.entries().len(), 2);
+    }
+
+    #[test]
+    fn by_session_whenever_issued() {
+        let clock = ManualClock::new(1_000);
+        let l = list(&clock, 10);
+        let entry = l.revoke_session("iss", "sid-1").unwrap();
+        assert_eq!(
+            entry,
+            Revocation::Session {
+                issuer: "iss".into(),
+                sid: "sid-1".into(),
+                revoked_at: 1_000,
+                expires_at: 4_600
+            }
+        );
+        let check =
+            |sid, iat, now| l.is_token_revoked("iss", Some("j"), Some("bob"), sid, iat, Some(now + 60), now);
+        assert!(check(Some("sid-1"), Some(999), 1_001));
+        assert!(
+            check(Some("sid-1"), Some(1_500), 1_501),
+            "a token of an ended session issued later goes too"
+        );
+        assert!(check(Some("sid-1"), None, 1_001));
+        assert!(!check(Some("sid-2"), Some(999), 1_001));
+        assert!(!check(None, Some(999), 1_001));
+        assert!(!l.is_token_revoked("other", None, None, Some("sid-1"), Some(999), None, 1_001));
+        assert!(l.is_session_revoked("iss", "sid-1", 1_001));
+        assert!(!l.is_session_revoked("iss", "sid-1", 4_600), "entry expired");
+        assert!(
+            !l.is_revoked("iss", Some("j"), Some("bob"), Some(999), 1_001),
+            "is_revoked ignores sessions"
+        );
+        // The session's revocation time is a cut-off for over-long tokens.
+        assert!(l.is_token_revoked(
+            "iss",
+            None,
+            Some("carol"),
+            None,
+            Some(900),
+            Some(900 + 3 * 3_600),
+            1_001
+        ));
+        assert!(matches!(l.revoke_session("iss", ""), Err(RevocationError::Invalid(_))));
+        assert!(l.entries().contains(&entry));
+    }
+
+    #[test]
+    fn the_observer_hears_adds_but_not_applies() {
+        let clock = ManualClock::new(1_000);
+        let l = list(&clock, 10);
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        assert!(l.set_observer(Arc::new(move |e: &Revocation| sink.lock().unwrap().push(e.clone()))).is_ok());
+        assert!(l.set_observer(Arc::new(|_: &Revocation| {})).is_err(), "one observer per list");
+        let added = l.revoke_token("iss", "mine", Some(2_000)).unwrap();
+        l.revoke_token("iss", "expired", Some(999)).unwrap();
+        let learnt = Revocation::Token { issuer: "iss".into(), jti: "theirs".into(), expires_at: 2_000 };
+        assert_eq!(l.apply(learnt.clone()), Ok(true));
+        assert_eq!(
+            l.apply(Revocation::Token { issuer: "iss".into(), jti: "old".into(), expires_at: 5 }),
+            Ok(false)
+        );
+        assert_eq!(*heard.lock().unwrap(), vec![added], "only the live entry added here");
+        assert!(l.is_revoked("iss", Some("theirs"), None, None, 1_001));
+    }
+
+    #[test]
+    fn apply_all_merges_a_batch_in_any_order() {
+        let clock = ManualClock::new(1_000);
+        let l = list(&clock, 3);
+        let subject = |before, until| Revocation::Subject {
+            issuer: "iss".into(),
+            subject: "alice".into(),
+            issued_before: before,
+            expires_at: until,
+        };
+        let summary = l.apply_all([
+            subject(1_100, 4_000),
+            subject(1_050, 5_000),
+            Revocation::Token { issuer: "iss".into(), jti: "t".into(), expires_at: 10 },
+            Revocation::Token { issuer: "".into(), jti: "t".into(), expires_at: 2_000 },
+            Revocation::Session {
+                issuer: "iss".into(),
+                sid: "s".into(),
+                revoked_at: 1_000,
+                expires_at: 2_000,
+            },
+            Revocation::Token { issuer: "iss".into(), jti: "a".into(), expires_at: 2_000 },
+            Revocation::Token { issuer: "iss".into(), jti: "b".into(), expires_at: 2_000 },
+        ]);
+        assert_eq!(
+            summary,
+            ApplySummary { applied: 4, expired: 1, refused: 2 },
+            "one empty, one past capacity"
+        );
+        assert_eq!(l.len(), 3);
+        // Both cut-off and expiry are the maxima, whatever the order.
+        assert!(l.entries().contains(&subject(1_100, 5_000)), "{:?}", l.entries());
+        assert_eq!(l.apply_all([subject(900, 1_500)]).applied, 1);
+        assert!(l.entries().contains(&subject(1_100, 5_000)), "a weaker copy changes nothing");
+    }
+
+    #[test]
+    fn entries_round_trip_through_json() {
+        for entry in [
+            Revocation::Token { issuer: "i".into(), jti: "j".into(), expires_at: 5 },
+            Revocation::Subject { issuer: "i".into(), subject: "s".into(), issued_before: 1, expires_at: 5 },
+            Revocation::Session { issuer: "i".into(), sid: "x".into(), revoked_at: 1, expires_at: 5 },
+        ] {
+            let text = serde_json::to_string(&entry).unwrap();
+            assert_eq!(serde_json::from_str::<Revocation>(&text).unwrap(), entry, "{text}");
+        }
+        assert!(serde_json::from_str::<Revocation>(r#"{"kind":"everything"}"#).is_err());
     }
 }

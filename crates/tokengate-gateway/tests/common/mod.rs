@@ -135,13 +135,15 @@ impl Gateway {
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let url = format!("{}/readyz", self.admin_url());
-        for _ in 0..200 {
+        // Bounded; a replica with a shared store is ready only after its first full load,
+        // which under a loaded CI machine can take more than a few polls.
+        for _ in 0..2_000 {
             if let Ok(r) = client.get(&url).send().await
                 && r.status() == 200
             {
                 return;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("/readyz never answered 200; stderr:\n{}", self.stderr());
     }
@@ -213,4 +215,128 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private `redis-server` on a free loopback port, with no persistence, in its own temp dir;
+/// killed on drop. [`RedisServer::restart`] brings it back on the same port, empty.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (installed by `.ci/run`) and waits until it answers `PING`.
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer { child: None, port: free_port(), dir: TempDir::new("redis") };
+        server.spawn().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("redis log file");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install it with .ci/run or `apt-get install redis-server`")
+            });
+        self.child = Some(child);
+        // Bounded: each attempt is a real connection; the server needs milliseconds.
+        for _ in 0..500 {
+            if self.ping().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server did not answer PING; log:\n{}", self.log());
+    }
+
+    /// Whether the server answers `PING` now.
+    pub async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut buf)).await,
+            Ok(Ok(_)) if &buf == b"+PONG\r\n"
+        )
+    }
+
+    /// Sends one command (as a RESP array of bulk strings) and returns the first line of the
+    /// reply, e.g. `:1` or `+OK`.
+    pub async fn command(&self, args: &[&[u8]]) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream =
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("connect to redis");
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&request).await.expect("write to redis");
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(stream);
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+            .await
+            .expect("redis answers")
+            .expect("read from redis");
+        line.trim_end().to_owned()
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with no data (nothing was persisted).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it holds, a bounded number of times (each poll real I/O), and says
+/// `what` did not happen otherwise.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1_000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
 }
