@@ -431,6 +431,11 @@ pub(crate) fn principal_from_claims(
     let expires_at = numeric_date(&claims, "exp", false)?;
     let issued_at = numeric_date(&claims, "iat", true)?;
     let token_id = optional_string(&claims, "jti")?;
+    // `sid` is not a registered JWT claim; a non-string one is ignored rather than refused.
+    let session_id = match claims.get("sid") {
+        Some(Value::String(sid)) => Some(sid.clone().into_boxed_str()),
+        _ => None,
+    };
     // A payload that parsed as a JSON object is UTF-8; keep the map if it somehow is not.
     let claims = match json.and_then(|bytes| String::from_utf8(bytes).ok()) {
         Some(text) => ClaimsJson::from_json(text.into_boxed_str()),
@@ -444,6 +449,7 @@ pub(crate) fn principal_from_claims(
         expires_at,
         issued_at,
         token_id: boxed(token_id),
+        session_id,
         verified_by,
         claims,
     }))
