@@ -1,0 +1,534 @@
+//! `load-bench`: the load benchmark's driver (issue 8, item 4). In one run it starts the testkit
+//! issuer in-process, mints one warm token and N distinct RS256 tokens, and for each worker
+//! count runs every scenario as a fresh `load-server` (or gateway, or nginx) process under
+//! `wrk`: warm-up first (not measured), then a bounded measured run during which the server's
+//! CPU time is read from `/proc/<pid>/stat`. It prints the machine, the exact command and one
+//! markdown table whose ratios are all against the same run's baseline. See README.md.
+//!
+//! Exit status: 0 when every scenario was measured (missed targets included), 1 on a harness
+//! failure (a server that does not start, a 4xx/5xx under load, wrk failing), 2 on a bad
+//! command line.
+
+#![forbid(unsafe_code)]
+
+mod nginx;
+mod process;
+mod report;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tokengate_load::{ADMIN_PATH, API_PATH, CLIENT_SECRET_ENV, LISTENING_PREFIX};
+use tokengate_testkit::Issuer;
+
+use crate::process::{Managed, TempDir};
+use crate::report::{Kind, Report, Row};
+use crate::wrk::Load;
+
+/// The driver's error type: every failure is a message for the operator.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Lifetime of every minted token: far beyond the longest run (see [`MAX_DURATION_SECS`]), so no
+/// token expires mid-run and turns the load into 401s.
+const TOKEN_TTL_SECS: i64 = 2 * 60 * 60;
+
+/// Upper bound of `--duration`: 22 measured runs of 300 s stay well inside the token lifetime.
+const MAX_DURATION_SECS: u64 = 300;
+
+/// The environment variable `scripts/load_bench.sh` sets to the command it was run with.
+const COMMAND_ENV: &str = "LOAD_BENCH_COMMAND";
+
+/// Timeout of the sanity-check requests made before each measurement.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Measured runs (not counting the short first pass) per worker count; for the time estimate.
+const RUNS_PER_WORKER_COUNT: u64 = 10;
+
+/// Short first passes over the distinct tokens per worker count (tokengate, jwt-authorizer).
+const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2;
+
+/// Load tokengate's gate, jwt-authorizer, nginx and the gateway with wrk; print one markdown
+/// table of req/s, latency and server CPU per request, all relative to the same run's baseline.
+#[derive(Debug, Parser)]
+#[command(name = "load-bench")]
+struct Cli {
+    /// Seconds of each measured run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_SECS))]
+    duration: u64,
+    /// Seconds of the unmeasured warm-up before each measured run.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+    warmup: u64,
+    /// wrk connections (-c).
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// wrk threads (-t).
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Server worker counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Number of distinct tokens for the many-tokens scenarios.
+    #[arg(long, default_value_t = 10_000)]
+    tokens: usize,
+    /// The load-server binary (default: next to this one).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// The tokengate-gateway binary.
+    #[arg(long, default_value = "target/release/tokengate-gateway")]
+    gateway: PathBuf,
+    /// The nginx binary.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    /// The wrk binary.
+    #[arg(long, default_value = "wrk")]
+    wrk: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.workers.is_empty()
+        || cli.workers.contains(&0)
+        || cli.tokens < 2
+        || cli.connections == 0
+        || cli.threads == 0
+    {
+        eprintln!(
+            "load-bench: --workers must be positive, --tokens at least 2, --connections and --threads positive"
+        );
+        return ExitCode::from(2);
+    }
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load-bench: harness failure: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything a scenario needs.
+struct Bench<'a> {
+    cli: &'a Cli,
+    server: PathBuf,
+    dir: PathBuf,
+    load: Load,
+    issuer: Issuer,
+    runtime: &'a tokio::runtime::Runtime,
+    client: reqwest::Client,
+    warm_token: String,
+    warm_file: PathBuf,
+    distinct_file: PathBuf,
+    report: Report,
+}
+
+fn run(cli: &Cli) -> Result<(), Error> {
+    let server = match &cli.server {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("load-server"),
+    };
+    for (what, path) in [("load-server", &server), ("tokengate-gateway", &cli.gateway), ("nginx", &cli.nginx)]
+    {
+        if !path.is_file() {
+            return Err(
+                format!("{what} not found at {} (scripts/load_bench.sh builds it)", path.display()).into()
+            );
+        }
+    }
+    let ticks_per_second = process::clock_ticks_per_second()?;
+    let dir = TempDir::new("tokengate-load")?;
+    let load = Load {
+        wrk: cli.wrk.clone(),
+        threads: cli.threads,
+        connections: cli.connections,
+        dir: dir.path().to_owned(),
+    };
+    load.install_script()?;
+
+    // The issuer runs on this runtime's thread; everything else here is blocking code on the
+    // main thread, which never has to yield to it.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let cleanup_dir = dir.path().to_owned();
+    runtime.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else { return };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        process::kill_all_live();
+        let _ = std::fs::remove_dir_all(&cleanup_dir);
+        eprintln!("load-bench: interrupted; every process it started is killed");
+        std::process::exit(130);
+    });
+    let issuer = runtime.block_on(Issuer::builder().rsa_only().build());
+    let client = reqwest::Client::builder().timeout(CHECK_TIMEOUT).no_proxy().build()?;
+
+    print_header(cli, &load);
+
+    let started = Instant::now();
+    let warm_token = issuer.token().sub("load-warm").expires_in(TOKEN_TTL_SECS).sign();
+    let distinct = mint_distinct(&issuer, cli.tokens);
+    let warm_file = dir.path().join("warm.txt");
+    let distinct_file = dir.path().join("distinct.txt");
+    std::fs::write(&warm_file, format!("{warm_token}\n"))?;
+    std::fs::write(&distinct_file, distinct.join("\n") + "\n")?;
+    eprintln!(
+        "load-bench: minted 1 + {} RS256 tokens ({} bytes each) in {:.1} s",
+        distinct.len(),
+        warm_token.len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(distinct);
+
+    let mut bench = Bench {
+        cli,
+        server,
+        dir: dir.path().to_owned(),
+        load,
+        issuer,
+        runtime: &runtime,
+        client,
+        warm_token,
+        warm_file,
+        distinct_file,
+        report: Report { rows: Vec::new(), tokens: cli.tokens, ticks_per_second },
+    };
+    for &workers in &cli.workers {
+        bench.in_process_scenarios(workers)?;
+        bench.proxy_scenarios(workers)?;
+    }
+
+    println!("{}", bench.report.table());
+    println!("Notes:\n{}", bench.report.notes());
+    println!("Targets (issue 8, item 5; the micro benchmarks check the others):\n{}", bench.report.targets());
+    eprintln!("load-bench: done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Prints the machine, the tools and the exact command, before anything is measured.
+fn print_header(cli: &Cli, load: &Load) {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| Some(line.strip_prefix("model name")?.split_once(':')?.1.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let first_line = |program: &Path, arg: &str| -> String {
+        Command::new(program)
+            .arg(arg)
+            .stdin(Stdio::null())
+            .output()
+            .map(|out| {
+                let text = [out.stdout, out.stderr].concat();
+                String::from_utf8_lossy(&text).lines().next().unwrap_or_default().trim().to_owned()
+            })
+            .unwrap_or_else(|e| format!("unavailable: {e}"))
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let command = std::env::var(COMMAND_ENV).unwrap_or_else(|_| argv.join(" "));
+    let runs = cli.workers.len() as u64 * RUNS_PER_WORKER_COUNT;
+    let passes = cli.workers.len() as u64 * FIRST_PASSES_PER_WORKER_COUNT;
+    println!("## tokengate load benchmark\n");
+    println!("- machine: {cores} cores (nproc), {model}, Linux {}", kernel.trim());
+    println!("- tools: {}; {}", first_line(&load.wrk, "-v"), first_line(&cli.nginx, "-v"));
+    println!("- command: `{command}`");
+    println!("- driver: `{}`", argv.join(" "));
+    println!(
+        "- load: `{}`; {runs} measured runs of {} s, each after a {} s warm-up (not measured), and {passes} first passes (each at most {} s): at most ≈ {} s plus process start-ups",
+        load.describe(),
+        cli.duration,
+        cli.warmup,
+        cli.duration,
+        runs * (cli.warmup + cli.duration) + passes * cli.duration,
+    );
+    println!("- tokens: RS256 (RSA-2048) from the in-process testkit issuer; every request carries one\n");
+}
+
+/// Mints `count` distinct tokens (distinct `sub` and random `jti`), on every core: RSA signing
+/// is the slow part of setting up.
+fn mint_distinct(issuer: &Issuer, count: usize) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).max(1);
+    let per_thread = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let issuer = issuer.clone();
+                scope.spawn(move || {
+                    let range = (t * per_thread)..((t + 1) * per_thread).min(count);
+                    range
+                        .map(|i| {
+                            issuer.token().sub(&format!("load-user-{i}")).expires_in(TOKEN_TTL_SECS).sign()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|handle| handle.join().expect("a minting thread panicked")).collect()
+    })
+}
+
+/// The modes of `load-server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerMode {
+    Bare,
+    BareAxum07,
+    Tokengate,
+    JwtAuthorizer,
+}
+
+impl ServerMode {
+    /// Its subcommand name.
+    fn as_str(self) -> &'static str {
+        match self {
+            ServerMode::Bare => "bare",
+            ServerMode::BareAxum07 => "bare-axum07",
+            ServerMode::Tokengate => "tokengate",
+            ServerMode::JwtAuthorizer => "jwt-authorizer",
+        }
+    }
+
+    /// Whether it refuses requests without a token.
+    fn has_auth(self) -> bool {
+        matches!(self, ServerMode::Tokengate | ServerMode::JwtAuthorizer)
+    }
+}
+
+/// The processes whose CPU a measurement counts, and where the load goes.
+struct Target<'p> {
+    processes: Vec<&'p Managed>,
+    url: String,
+}
+
+impl Bench<'_> {
+    /// Starts `load-server <mode> --workers N ...` (named `name` in messages) and waits for
+    /// its address.
+    fn start_server(
+        &self,
+        name: &str,
+        mode: ServerMode,
+        workers: usize,
+    ) -> Result<(Managed, SocketAddr), Error> {
+        let mut command = Command::new(&self.server);
+        command.arg(mode.as_str()).arg("--workers").arg(workers.to_string()).args(self.server_args(mode));
+        command.env(CLIENT_SECRET_ENV, self.issuer.introspection_client_secret());
+        let log = self.dir.join(format!("{name}.stderr"));
+        let mut server = Managed::spawn(name, command, Stdio::piped(), &log)?;
+        let addr = process::wait_for_address(&mut server, LISTENING_PREFIX, LISTENING_PREFIX)?;
+        Ok((server, addr))
+    }
+
+    /// The options `mode` needs: the issuer's coordinates, and the introspection endpoint.
+    fn server_args(&self, mode: ServerMode) -> Vec<String> {
+        let mut args = Vec::new();
+        if mode.has_auth() {
+            args.extend([
+                "--issuer".into(),
+                self.issuer.url(),
+                "--jwks-uri".into(),
+                self.issuer.jwks_uri(),
+                "--audience".into(),
+                self.issuer.audience(),
+            ]);
+        }
+        if mode == ServerMode::Tokengate {
+            args.extend([
+                "--introspection-endpoint".into(),
+                self.issuer.introspection_endpoint(),
+                "--client-id".into(),
+                self.issuer.introspection_client_id(),
+            ]);
+        }
+        args
+    }
+
+    /// Sends one GET and fails unless the status is `expected`: proves, before the numbers,
+    /// that the layer under test is really there (no token → 401) and lets the load through.
+    fn expect_status(&self, url: &str, token: Option<&str>, expected: u16) -> Result<(), Error> {
+        let mut request = self.client.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        // `send` itself needs the runtime (its timeout timer), so the whole call goes inside.
+        let status = self
+            .runtime
+            .block_on(async { request.send().await })
+            .map_err(|e| format!("GET {url}: {e}"))?
+            .status();
+        if status.as_u16() != expected {
+            let with = if token.is_some() { "with" } else { "without" };
+            return Err(format!("GET {url} {with} a token answered {status}, expected {expected}").into());
+        }
+        Ok(())
+    }
+
+    /// Checks the target: 200 with the warm token and, when `auth`, 401 without one.
+    fn check(&self, url: &str, auth: bool) -> Result<(), Error> {
+        if auth {
+            self.expect_status(url, None, 401)?;
+        }
+        self.expect_status(url, Some(&self.warm_token), 200)
+    }
+
+    /// Warm-up (warm token, not measured).
+    fn warm_up(&self, label: &str, target: &Target<'_>) -> Result<(), Error> {
+        eprintln!("load-bench: {label}: warm-up {} s", self.cli.warmup);
+        self.load.run(label, &target.url, &self.warm_file, Duration::from_secs(self.cli.warmup), false)?;
+        Ok(())
+    }
+
+    /// One measured wrk run: the CPU time of the target's processes before and after, and the
+    /// row it makes.
+    fn measure(
+        &mut self,
+        kind: Kind,
+        workers: usize,
+        target: &Target<'_>,
+        tokens: &Path,
+        first_pass: bool,
+    ) -> Result<(), Error> {
+        let label = format!("{kind:?}, {workers} worker(s)");
+        for process in &target.processes {
+            // A server that died during the warm-up would be measured as zero CPU.
+            if process::cpu_ticks(process.pid()).is_err() {
+                return Err(format!("{label}: {} is gone; {}", process.name(), process.stderr_tail()).into());
+            }
+        }
+        let ticks = |processes: &[&Managed]| -> Result<u64, Error> {
+            processes.iter().map(|process| process::cpu_ticks(process.pid())).sum()
+        };
+        eprintln!("load-bench: {label}: measuring {} s", self.cli.duration);
+        let before = ticks(&target.processes)?;
+        let result =
+            self.load.run(&label, &target.url, tokens, Duration::from_secs(self.cli.duration), first_pass)?;
+        let after = ticks(&target.processes)?;
+        let cpu_seconds = after.saturating_sub(before) as f64 / self.report.ticks_per_second as f64;
+        self.report.rows.push(Row {
+            kind,
+            workers,
+            rps: result.rps(),
+            p50_us: result.p50_us,
+            p99_us: result.p99_us,
+            cpu_us_per_req: cpu_seconds * 1e6 / result.requests as f64,
+            requests: result.requests,
+            seconds: result.duration.as_secs_f64(),
+        });
+        Ok(())
+    }
+
+    /// A fresh `load-server` for one scenario: start, check, warm up, measure.
+    fn simple_scenario(
+        &mut self,
+        kind: Kind,
+        mode: ServerMode,
+        workers: usize,
+        path: &str,
+    ) -> Result<(), Error> {
+        let (server, addr) = self.start_server(mode.as_str(), mode, workers)?;
+        let target = Target { processes: vec![&server], url: format!("http://{addr}{path}") };
+        self.check(&target.url, mode.has_auth())?;
+        self.warm_up(&format!("{kind:?}, {workers} worker(s)"), &target)?;
+        let tokens = self.warm_file.clone();
+        self.measure(kind, workers, &target, &tokens, false)
+    }
+
+    /// Bare axum, tokengate (warm, distinct tokens, introspect), bare axum 0.7, jwt-authorizer
+    /// (warm, distinct tokens): each a fresh `load-server` process.
+    fn in_process_scenarios(&mut self, workers: usize) -> Result<(), Error> {
+        use ServerMode::{Bare, BareAxum07, JwtAuthorizer, Tokengate};
+        self.simple_scenario(Kind::Bare, Bare, workers, API_PATH)?;
+        self.simple_scenario(Kind::TokengateWarm, Tokengate, workers, API_PATH)?;
+        let passes = [Kind::TokengateFirstPass, Kind::TokengateLaterPasses];
+        self.distinct_tokens_scenario(Tokengate, passes, workers)?;
+        self.simple_scenario(Kind::TokengateIntrospect, Tokengate, workers, ADMIN_PATH)?;
+        self.simple_scenario(Kind::BareAxum07, BareAxum07, workers, API_PATH)?;
+        self.simple_scenario(Kind::JwtAuthorizerWarm, JwtAuthorizer, workers, API_PATH)?;
+        let passes = [Kind::JwtAuthorizerFirstPass, Kind::JwtAuthorizerLaterPasses];
+        self.distinct_tokens_scenario(JwtAuthorizer, passes, workers)
+    }
+
+    /// `mode` with the distinct tokens, one process, two measurements: the first pass over the
+    /// tokens (the warm-up used the warm token only, so for tokengate every one is a cold
+    /// verification; wrk stops once each token was answered), then a full-length run over the
+    /// same tokens, which tokengate now has in its verified-token cache (jwt-authorizer caches
+    /// nothing: both its passes verify every token).
+    fn distinct_tokens_scenario(
+        &mut self,
+        mode: ServerMode,
+        [first, later]: [Kind; 2],
+        workers: usize,
+    ) -> Result<(), Error> {
+        let (server, addr) = self.start_server(mode.as_str(), mode, workers)?;
+        let target = Target { processes: vec![&server], url: format!("http://{addr}{API_PATH}") };
+        self.check(&target.url, true)?;
+        self.warm_up(&format!("{first:?}, {workers} worker(s)"), &target)?;
+        let tokens = self.distinct_file.clone();
+        self.measure(first, workers, &target, &tokens, true)?;
+        self.measure(later, workers, &target, &tokens, false)
+    }
+
+    /// One bare upstream; measured directly, then behind nginx (no auth), then behind the
+    /// gateway (warm token). Each proxy is a fresh process; the upstream is the same.
+    fn proxy_scenarios(&mut self, workers: usize) -> Result<(), Error> {
+        let (upstream, upstream_addr) = self.start_server("upstream", ServerMode::Bare, workers)?;
+        let direct = Target { processes: vec![&upstream], url: format!("http://{upstream_addr}{API_PATH}") };
+        self.check(&direct.url, false)?;
+        self.warm_up(&format!("{:?}, {workers} worker(s)", Kind::UpstreamDirect), &direct)?;
+        let warm = self.warm_file.clone();
+        self.measure(Kind::UpstreamDirect, workers, &direct, &warm, false)?;
+
+        {
+            let (nginx, addr) = nginx::start(&self.cli.nginx, &self.dir, workers, upstream_addr)?;
+            let target =
+                Target { processes: vec![&nginx, &upstream], url: format!("http://{addr}{API_PATH}") };
+            self.check(&target.url, false)?;
+            self.warm_up(&format!("{:?}, {workers} worker(s)", Kind::Nginx), &target)?;
+            self.measure(Kind::Nginx, workers, &target, &warm, false)?;
+        }
+
+        let (gateway, addr) = self.start_gateway(workers, upstream_addr)?;
+        let target = Target { processes: vec![&gateway, &upstream], url: format!("http://{addr}{API_PATH}") };
+        self.check(&target.url, true)?;
+        self.warm_up(&format!("{:?}, {workers} worker(s)", Kind::Gateway), &target)?;
+        self.measure(Kind::Gateway, workers, &target, &warm, false)
+    }
+
+    /// Starts the gateway as a reverse proxy (every route `local`) in front of `upstream`, with
+    /// `workers` tokio worker threads (`TOKIO_WORKER_THREADS`: the gateway builds a default
+    /// multi-thread runtime, which reads it).
+    fn start_gateway(&self, workers: usize, upstream: SocketAddr) -> Result<(Managed, SocketAddr), Error> {
+        let config = format!(
+            r#"# Generated by load-bench.
+listen = "127.0.0.1:0"
+upstream = "http://{upstream}"
+
+[[issuers]]
+issuer = "{issuer}"
+jwks_uri = "{jwks}"
+audiences = ["{audience}"]
+algorithms = ["RS256"]
+"#,
+            issuer = self.issuer.url(),
+            jwks = self.issuer.jwks_uri(),
+            audience = self.issuer.audience(),
+        );
+        let path = self.dir.join("gateway.toml");
+        std::fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
+        let mut command = Command::new(&self.cli.gateway);
+        command
+            .arg("--config")
+            .arg(&path)
+            .env("TOKIO_WORKER_THREADS", workers.to_string())
+            .env("RUST_LOG", "warn");
+        let mut gateway =
+            Managed::spawn("tokengate-gateway", command, Stdio::piped(), &self.dir.join("gateway.stderr"))?;
+        let addr = process::wait_for_address(&mut gateway, "listening on http://", "proxy listening")?;
+        Ok((gateway, addr))
+    }
+}
