@@ -365,14 +365,13 @@ async fn main() {
         if at >= next_rotation {
             let kid = issuer.rotate(KeyKind::Rsa);
             let minted = Tokens::mint_for_key(&issuer, &kid);
-            let mut good = tokens.good.lock().unwrap();
-            good.push((kid, minted, Instant::now()));
-            // Pools past their use are dropped; their tokens are about to expire.
-            good.retain(|(_, _, minted)| minted.elapsed() < POOL_USE);
-            drop(good);
+            tokens.good.lock().unwrap().push((kid, minted, Instant::now()));
             rotations += 1;
             next_rotation += ROTATE_EVERY;
         }
+        // Pools past their use are dropped on every tick (not only at rotations, which would let
+        // a pool outlive its tokens by a tick's jitter): their tokens are about to expire.
+        tokens.good.lock().unwrap().retain(|(_, _, minted)| minted.elapsed() < POOL_USE);
         let jwks_window = at >= schedule.jwks_down.0 && at < schedule.jwks_down.1;
         if jwks_window != jwks_failing {
             issuer.set_fault(Endpoint::Jwks, if jwks_window { Fault::Status(500) } else { Fault::None });
