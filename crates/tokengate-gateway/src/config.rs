@@ -211,6 +211,18 @@ pub struct IssuerFile {
     pub max_staleness: Option<DurationValue>,
     /// Our client id at this issuer: enables its back-channel logout tokens (their `aud`).
     pub logout_client_id: Option<String>,
+    /// Shortest background refresh interval, whatever `Cache-Control` says (default 5m).
+    pub refresh_min: Option<DurationValue>,
+    /// Longest background refresh interval (default 24h).
+    pub refresh_max: Option<DurationValue>,
+    /// At most one fetch per this period for tokens naming an unknown `kid` (default 30s).
+    pub kid_cooldown: Option<DurationValue>,
+    /// How long a request with an unknown `kid` waits for that fetch (default 1s).
+    pub kid_wait: Option<DurationValue>,
+    /// Total timeout of a key or discovery fetch (default 5s).
+    pub fetch_timeout: Option<DurationValue>,
+    /// Connect timeout of a key or discovery fetch (default 5s).
+    pub connect_timeout: Option<DurationValue>,
 }
 
 /// The `[introspection]` table.
@@ -894,6 +906,23 @@ impl FileConfig {
                 leeway: file.leeway.map(|l| l.0),
                 allow_http: file.allow_http,
                 max_staleness: file.max_staleness.map(|s| s.0),
+                tuning: KeyTuning {
+                    refresh: match (file.refresh_min, file.refresh_max) {
+                        (None, None) => None,
+                        (min, max) => {
+                            let min = min.map_or(tokengate::jwks::DEFAULT_MIN_REFRESH_INTERVAL, |d| d.0);
+                            let max = max.map_or(tokengate::jwks::DEFAULT_MAX_REFRESH_INTERVAL, |d| d.0);
+                            if min > max {
+                                return Err(ConfigError::at(at("refresh_min"), "is longer than refresh_max"));
+                            }
+                            Some((min, max))
+                        }
+                    },
+                    kid_cooldown: file.kid_cooldown.map(|d| d.0),
+                    kid_wait: file.kid_wait.map(|d| d.0),
+                    fetch_timeout: file.fetch_timeout.map(|d| d.0),
+                    connect_timeout: file.connect_timeout.map(|d| d.0),
+                },
             };
             let mut config = keys.apply(IssuerConfig::new(file.issuer.clone()).audiences(file.audiences));
             if let Some(typ) = file.require_type {
@@ -1345,6 +1374,17 @@ struct KeySourceFile {
     leeway: Option<Duration>,
     allow_http: Option<bool>,
     max_staleness: Option<Duration>,
+    tuning: KeyTuning,
+}
+
+/// The key refresher's figures an operator may change (the library's defaults otherwise).
+#[derive(Debug, Clone, Default)]
+struct KeyTuning {
+    refresh: Option<(Duration, Duration)>,
+    kid_cooldown: Option<Duration>,
+    kid_wait: Option<Duration>,
+    fetch_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
 }
 
 impl KeySourceFile {
@@ -1362,6 +1402,22 @@ impl KeySourceFile {
         }
         if let Some(staleness) = self.max_staleness {
             config = config.max_staleness(staleness);
+        }
+        let t = &self.tuning;
+        if let Some((min, max)) = t.refresh {
+            config = config.refresh_interval_bounds(min, max);
+        }
+        if let Some(cooldown) = t.kid_cooldown {
+            config = config.kid_cooldown(cooldown);
+        }
+        if let Some(wait) = t.kid_wait {
+            config = config.kid_wait(wait);
+        }
+        if let Some(timeout) = t.fetch_timeout {
+            config = config.fetch_timeout(timeout);
+        }
+        if let Some(timeout) = t.connect_timeout {
+            config = config.connect_timeout(timeout);
         }
         config
     }
@@ -1664,6 +1720,7 @@ fn resolve_security_events(
                 leeway: own.and_then(|k| k.leeway),
                 allow_http: t.allow_http,
                 max_staleness: None,
+                tuning: KeyTuning::default(),
             },
             (None, Some(own)) => own.clone(),
             (None, None) => {

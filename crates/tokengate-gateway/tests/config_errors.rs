@@ -144,3 +144,23 @@ fn a_config_that_cannot_start_exits_non_zero() {
     assert!(!status.success());
     assert!(output.contains("cannot start"), "{output}");
 }
+
+#[test]
+fn key_refresh_figures_are_configurable_per_issuer() {
+    let tuned = VALID.replace(
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\n",
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\nrefresh_min = \"1m\"\nrefresh_max = \"1h\"\nkid_cooldown = \"10s\"\nkid_wait = \"500ms\"\nfetch_timeout = \"3s\"\nconnect_timeout = \"1s\"\n",
+    );
+    let (ok, output) = check(&tuned, ENV);
+    assert!(ok, "{output}");
+    let inverted = VALID.replace(
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\n",
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\nrefresh_min = \"2h\"\nrefresh_max = \"1h\"\n",
+    );
+    refused(&inverted, "issuers[0].refresh_min: is longer than refresh_max");
+    let unitless = VALID.replace(
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\n",
+        "algorithms = [\"RS256\"]\nkid_cooldown = \"30\"\n",
+    );
+    refused(&unitless, "issuers[0].kid_cooldown");
+}
