@@ -5,6 +5,8 @@
 //! - `verify/<alg>/jsonwebtoken_decode`: `jsonwebtoken::decode` with a `DecodingKey` made once;
 //! - `verify/<alg>/tokengate`: tokengate's whole local verification of a token it has not seen
 //!   (header, issuer, signature, claims, principal);
+//! - `request/first_seen_RS256/*`: a token never seen, through the whole decision, with the
+//!   verified-token cache on (verify + insert) and off;
 //! - `request/*`: the whole per-request decision (`Gate::authorize`: path, route, token,
 //!   verification or cache, scopes), for a local and an introspected route;
 //! - `policy/100_rules`, `extract/authorization`.
@@ -137,6 +139,50 @@ fn bench_requests(c: &mut Criterion) {
     group.finish();
 }
 
+/// A token never seen before, through the whole decision, with the verified-token cache on
+/// (verification + insertion) and off (verification only). Each iteration takes the next of
+/// `TOKENS` pre-minted tokens; when they run out a fresh layer is built, outside the timing.
+fn bench_first_seen(c: &mut Criterion) {
+    const TOKENS: usize = 2_000;
+    let f = fixture();
+    let tokens: Vec<HeaderMap> = (0..TOKENS)
+        .map(|i| bearer(&f.issuer.token().sub(&format!("user-{i}")).expires_in(3600).sign()))
+        .collect();
+    let build = |cache: bool| {
+        let builder = TokenGateLayer::builder()
+            .issuer(
+                IssuerConfig::new(f.issuer.url())
+                    .audience(f.issuer.audience())
+                    .algorithms([Algorithm::RS256])
+                    .jwks_url(f.issuer.jwks_uri()),
+            )
+            .policy(RoutePolicy::new().rule(Rule::new("/api/*", Requirement::local()).unwrap()));
+        let builder = if cache { builder } else { builder.token_cache(None) };
+        f.runtime.block_on(builder.build()).unwrap().gate().clone()
+    };
+    let mut group = c.benchmark_group("request/first_seen_RS256");
+    for (name, cache) in [("cache_on", true), ("cache_off", false)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let gate = build(cache);
+                    let n = left.min(TOKENS);
+                    let start = std::time::Instant::now();
+                    for headers in &tokens[..n] {
+                        f.runtime.block_on(gate.authorize(&Method::GET, "/api/items", headers)).unwrap();
+                    }
+                    total += start.elapsed();
+                    left -= n;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_policy(c: &mut Criterion) {
     let mut policy = RoutePolicy::new();
     for i in 0..100 {
@@ -169,5 +215,5 @@ fn bench_extract(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_verify, bench_requests, bench_policy, bench_extract);
+criterion_group!(benches, bench_verify, bench_requests, bench_first_seen, bench_policy, bench_extract);
 criterion_main!(benches);
