@@ -5,6 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use tokengate::TokenGateLayer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, Fleet};
 use crate::config::{Frontend, ListenerChoice, Settings};
 use crate::forward_auth::ForwardAuth;
+use crate::http_util::Body;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
 use crate::receiver::Receivers;
@@ -106,57 +109,40 @@ impl Gateway {
             forward_authorization: settings.forward_authorization,
         };
         let mut tasks = Vec::new();
-        match &settings.frontend {
-            Frontend::Proxy { upstream } => {
-                let proxy = Arc::new(Proxy::new(
+        let (name, frontend) = match &settings.frontend {
+            Frontend::Proxy { upstream } => (
+                "proxy",
+                MainHandler::Proxy(Arc::new(Proxy::new(
                     shared,
                     upstream,
                     &settings.timeouts,
                     settings.trusted_proxies.clone(),
-                ));
-                let receivers = receivers.clone();
-                tasks.push(tokio::spawn(server::serve(
-                    "proxy",
-                    listener,
-                    limits,
-                    metrics.main_connections.clone(),
-                    signal.clone(),
-                    grace,
-                    move |request, peer| {
-                        let receiver = receivers.route(ListenerChoice::Main, request.uri().path());
-                        let proxy = proxy.clone();
-                        async move {
-                            match receiver {
-                                Some(receiver) => receiver.handle(request).await,
-                                None => proxy.handle(request, peer).await,
-                            }
-                        }
-                    },
-                )));
-            }
-            Frontend::ForwardAuth { path_prefix } => {
-                let endpoint = Arc::new(ForwardAuth::new(shared, path_prefix.clone()));
-                let receivers = receivers.clone();
-                tasks.push(tokio::spawn(server::serve(
-                    "forward_auth",
-                    listener,
-                    limits,
-                    metrics.main_connections.clone(),
-                    signal.clone(),
-                    grace,
-                    move |request, peer| {
-                        let receiver = receivers.route(ListenerChoice::Main, request.uri().path());
-                        let endpoint = endpoint.clone();
-                        async move {
-                            match receiver {
-                                Some(receiver) => receiver.handle(request).await,
-                                None => endpoint.handle(request, peer).await,
-                            }
-                        }
-                    },
-                )));
-            }
-        }
+                ))),
+            ),
+            Frontend::ForwardAuth { path_prefix } => (
+                "forward_auth",
+                MainHandler::ForwardAuth(Arc::new(ForwardAuth::new(shared, path_prefix.clone()))),
+            ),
+        };
+        tasks.push(tokio::spawn(server::serve(
+            name,
+            listener,
+            limits,
+            metrics.main_connections.clone(),
+            signal.clone(),
+            grace,
+            move |request, peer| {
+                // The logout and security-event receivers share the main listener.
+                let receiver = receivers.route(ListenerChoice::Main, request.uri().path());
+                let frontend = frontend.clone();
+                async move {
+                    match receiver {
+                        Some(receiver) => receiver.handle(request).await,
+                        None => frontend.handle(request, peer).await,
+                    }
+                }
+            },
+        )));
         if let (Some(listener), Some(admin)) = (admin_listener, &settings.admin) {
             let counters = metrics.admin_connections.clone();
             let admin = Arc::new(Admin::new(gate, metrics, admin.token.clone(), fleet));
@@ -198,6 +184,22 @@ impl Gateway {
         #[cfg(feature = "redis")]
         if let Some(store) = self.store {
             store.shutdown().await;
+        }
+    }
+}
+
+/// What the main listener serves besides the receivers: one of the two front ends.
+#[derive(Clone)]
+enum MainHandler {
+    Proxy(Arc<Proxy>),
+    ForwardAuth(Arc<ForwardAuth>),
+}
+
+impl MainHandler {
+    async fn handle(self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match self {
+            MainHandler::Proxy(proxy) => proxy.handle(request, peer).await,
+            MainHandler::ForwardAuth(endpoint) => endpoint.handle(request, peer).await,
         }
     }
 }
