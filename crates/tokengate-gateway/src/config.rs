@@ -112,6 +112,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Read from the file as a plain string, so the file's own structs never print it either.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The file's shape.
 
@@ -234,7 +241,7 @@ pub struct IntrospectionFile {
     /// Our client id at the endpoint.
     pub client_id: String,
     /// The client secret, inline.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// The environment variable holding the client secret.
     pub client_secret_env: Option<String>,
     /// Seconds an active answer is cached (default 30; 0 asks every time).
@@ -1124,10 +1131,10 @@ fn resolve_introspection(
                 "missing (or set client_secret_env to the name of an environment variable)",
             ));
         }
-        (Some(s), None) if s.is_empty() => {
+        (Some(s), None) if s.0.is_empty() => {
             return Err(ConfigError::at("introspection.client_secret", "empty"));
         }
-        (Some(s), None) => Secret(s),
+        (Some(s), None) => s,
         (None, Some(var)) => secret_from_env(env, "introspection.client_secret_env", &var)?,
     };
     let mut config = IntrospectionConfig::new(file.endpoint, file.client_id, secret.0);
@@ -1282,7 +1289,7 @@ pub struct RevocationFile {
 #[serde(deny_unknown_fields)]
 pub struct RedisFile {
     /// `redis://[:password@]host:port[/db]`, inline.
-    pub url: Option<String>,
+    pub url: Option<Secret>,
     /// The environment variable holding the URL (when it carries a password).
     pub url_env: Option<String>,
     /// Prefix of the keys and the channel (default `tokengate:revocations`).
@@ -1543,7 +1550,7 @@ fn resolve_redis(file: RedisFile, env: &dyn Environment) -> Result<RedisSettings
                 "missing (or set url_env to the name of an environment variable)",
             ));
         }
-        (Some(url), None) => (Secret(url), "revocation.redis.url"),
+        (Some(url), None) => (url, "revocation.redis.url"),
         (None, Some(var)) => {
             (secret_from_env(env, "revocation.redis.url_env", &var)?, "revocation.redis.url_env")
         }
@@ -1959,6 +1966,20 @@ scopes = ["admin"]
         for bad in ["https://x", "127.0.0.1:9000", "http://x/api", "http://u:p@x", "http://x?q", "ftp://x"] {
             assert!(parse_upstream(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn the_file_as_parsed_never_prints_inline_secrets() {
+        let text = DESIGN_MINIMUM.replace("client_secret = \"…\"", "client_secret = \"cs-s3cret\"")
+            + "\n[revocation.redis]\nurl = \"redis://:pw-s3cret@127.0.0.1:6379/0\"\n";
+        let file = parse(&text).unwrap();
+        let printed = format!("{file:?}");
+        assert!(printed.contains("[redacted]"), "{printed}");
+        for secret in ["cs-s3cret", "pw-s3cret"] {
+            assert!(!printed.contains(secret), "{secret} leaked into Debug: {printed}");
+        }
+        let settings = file.resolve(&Env(HashMap::new())).unwrap();
+        assert!(!format!("{settings:?}").contains("s3cret"));
     }
 
     #[test]
