@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Gateway, TempDir, free_port, introspection_toml, issuer_toml};
-use tokengate_testkit::{EchoUpstream, Issuer};
+use tokengate_testkit::{EchoUpstream, Endpoint, Fault, Issuer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(issuer: &Issuer, extra: &str) -> String {
@@ -108,6 +108,52 @@ async fn answers_traefik_and_caddy_style_requests() {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"], "invalid_request");
     }
+}
+
+/// The issuer's introspection endpoint fails: the `introspect` route is answered 503 with
+/// `Retry-After` and no identity headers (the proxy in front must not let the request through),
+/// while a `local` route keeps answering 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_introspection_outage_is_503_in_forward_auth_mode() {
+    let issuer = Issuer::start().await;
+    let routes = "[[routes]]\npath = \"/risky/*\"\nmode = \"introspect\"\n\n[[routes]]\npath = \"/api/*\"\nmode = \"local\"\n";
+    let gw = Gateway::start(&config(&issuer, routes), &[]).await;
+    let client = reqwest::Client::new();
+    let token = issuer.token().sub("dave").scope("read").sign();
+    let auth = format!("{}/auth", gw.url());
+    let ask = |uri: &'static str| {
+        client
+            .get(&auth)
+            .header("x-original-method", "GET")
+            .header("x-original-uri", uri)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+
+    let r = ask("/risky/x").await.unwrap();
+    assert_eq!(r.status(), 200, "the issuer is up: introspection confirms the token");
+    assert_eq!(r.headers()["x-user"], "dave");
+
+    issuer.set_fault(Endpoint::Introspect, Fault::Status(500));
+    // A different token, so no cached answer can stand in for the issuer.
+    let fresh = issuer.token().sub("erin").scope("read").sign();
+    let r = client
+        .get(&auth)
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/risky/x")
+        .header("authorization", format!("Bearer {fresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some(), "503 without Retry-After");
+    assert!(r.headers().get("x-user").is_none(), "an outage must carry no identity");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+
+    let r = ask("/api/items").await.unwrap();
+    assert_eq!(r.status(), 200, "local routes do not depend on introspection");
+    assert_eq!(r.headers()["x-user"], "dave");
 }
 
 /// Requests shaped as Envoy's `ext_authz` `http_service` sends them: the original method, to
