@@ -730,6 +730,42 @@ async fn sigterm_finishes_requests_in_flight() {
     server.await.unwrap();
 }
 
+/// An in-flight request that never finishes does not hold the gateway past its grace period:
+/// after `shutdown_grace` the connection is cut and the process exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cuts_requests_still_running_after_the_grace_period() {
+    let issuer = Issuer::start().await;
+    // An upstream that takes the request and never answers.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    let arrived = Arc::new(Notify::new());
+    let a = arrived.clone();
+    let _server = tokio::spawn(async move {
+        let (mut stream, _) = upstream.accept().await.unwrap();
+        read_head(&mut stream).await;
+        a.notify_one();
+        std::future::pending::<()>().await;
+        drop(stream);
+    });
+
+    let mut gw =
+        start(&issuer, &upstream_url, "[timeouts]\nshutdown_grace = \"200ms\"\nupstream_response = \"60s\"")
+            .await;
+    let token = issuer.token().scope("read").sign();
+    let url = format!("{}/api/forever", gw.url());
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new().get(url).header("authorization", bearer(&token)).send().await
+    });
+    arrived.notified().await;
+    gw.terminate();
+
+    // The gateway exits (well before the 60 s upstream timeout could answer the request), and
+    // the client sees its connection closed rather than an answer.
+    assert!(gw.wait_exit().await.success());
+    let outcome = in_flight.await.unwrap();
+    assert!(outcome.is_err(), "the request was answered: {:?}", outcome.map(|r| r.status()));
+}
+
 /// Reads a request head, byte by byte (the requests these upstreams get have no body).
 async fn read_head(stream: &mut tokio::net::TcpStream) {
     let mut head = Vec::new();
