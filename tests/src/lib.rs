@@ -636,9 +636,14 @@ pub fn assert_principal(seen: &Seen, issuer: &str, claims: &Value) {
     assert_eq!(principal.client_id.as_deref(), client_id);
     let scopes: Vec<String> = match (&claims["scope"], &claims["scp"]) {
         (Value::String(s), _) => s.split_ascii_whitespace().map(str::to_owned).collect(),
-        (Value::Null, Value::Array(items)) => {
-            items.iter().map(|i| i.as_str().expect("scp items are strings").to_owned()).collect()
-        }
+        // One scope per item; an item that is not one scope token (empty, or with
+        // whitespace) is left out, never split.
+        (Value::Null, Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().expect("scp items are strings"))
+            .filter(|i| !i.is_empty() && !i.bytes().any(|b| b.is_ascii_whitespace()))
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
     assert_eq!(principal.scopes, scopes);

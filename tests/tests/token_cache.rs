@@ -136,3 +136,35 @@ async fn the_cache_is_bounded_and_can_be_turned_off() {
     }
     assert_eq!(off.layer.gate().cached_tokens(), 0);
 }
+
+#[tokio::test]
+async fn a_cached_token_with_escaped_and_listed_claims_is_seen_the_same_every_time() {
+    for server in SERVERS {
+        let h = harness(server).await;
+        // A subject that JSON must escape, a client id and jti that occur elsewhere in the
+        // text, and scopes as an `scp` array, one item of which is not a scope token.
+        let (token, claims) = mint(
+            h.issuer
+                .token()
+                .without_claim("scope")
+                .sub("ann \"the admin\" \\ o'brien\u{e9}\u{1f600}")
+                .claim("client_id", serde_json::json!("read"))
+                .claim("jti", serde_json::json!("admin"))
+                .claim("scp", serde_json::json!(["read", "admin users", "", "admin"])),
+        );
+        for round in 0..3 {
+            let seen = h.accepted("/admin/users", Some(&token)).await;
+            assert_principal(&seen, &h.issuer.url(), &claims);
+            assert_eq!(seen.principal().scopes, ["read", "admin"], "{server:?}, round {round}");
+        }
+        assert_eq!(h.layer.gate().cached_tokens(), 1, "{server:?}: served from the cache");
+
+        // An item with whitespace grants neither of its words.
+        let (listed, claims) = mint(
+            h.issuer.token().without_claim("scope").claim("scp", serde_json::json!(["read", "x admin"])),
+        );
+        let seen = h.accepted(API_PATH, Some(&listed)).await;
+        assert_principal(&seen, &h.issuer.url(), &claims);
+        h.refused_at("/admin/users", Some(&listed)).await.assert_insufficient_scope("admin");
+    }
+}

@@ -213,22 +213,18 @@ impl Gate {
             Some(principal) => principal,
             None => match jwt::verify_detailed(token, &self.issuers, now, self.max_token_bytes) {
                 Ok(verified) => {
-                    let principal = verified.principal.clone();
-                    if let (Some(cache), Some(key)) = (&self.token_cache, key) {
-                        cache.insert(
-                            key,
-                            Verified::new(
-                                verified.principal,
-                                verified.issuer,
-                                verified.generation,
-                                verified.not_before,
-                                verified.claims_bytes,
-                                now,
-                                self.issuers[verified.issuer].leeway,
-                            ),
+                    if let (Some(cache), Some(key)) = (&self.token_cache, &key) {
+                        let leeway = self.issuers[verified.issuer].leeway;
+                        let entry = Verified::new(
+                            verified.principal.facts().clone(),
+                            verified.issuer,
+                            verified.generation,
+                            now,
+                            leeway,
                         );
+                        cache.insert(key, entry, now);
                     }
-                    principal
+                    verified.principal
                 }
                 Err(VerifyError::UnknownKey { issuer }) => return Step::AwaitKeys(issuer),
                 Err(e) => return Done(Err(verify_error(e))),
@@ -269,19 +265,22 @@ impl Gate {
     /// `nbf` still satisfied. Anything else voids the entry.
     fn cached(&self, key: &[u8; 32], now: i64) -> Option<Principal> {
         let cache = self.token_cache.as_ref()?;
-        let hit = cache.get(key)?;
-        let valid = self.issuers.get(hit.issuer).is_some_and(|issuer| {
+        let hit = cache.get(key, now)?;
+        let issuer = self.issuers.get(hit.issuer).filter(|issuer| {
             let leeway = issuer.leeway;
-            issuer.store.generation() == hit.generation
+            hit.generation_is(issuer.store.generation())
                 && issuer.store.usable(now)
-                && hit.principal.expires_at().is_none_or(|exp| now - leeway < exp)
-                && hit.not_before.is_none_or(|nbf| nbf <= now + leeway)
+                && hit.facts.expires_at().is_none_or(|exp| now - leeway < exp)
+                && hit.facts.not_before().is_none_or(|nbf| nbf <= now + leeway)
         });
-        if valid {
-            Some(hit.principal)
-        } else {
-            cache.invalidate(key);
-            None
+        match issuer {
+            Some(issuer) => {
+                Some(Principal::new(issuer.issuer.clone(), hit.facts, VerifiedBy::Signature, None))
+            }
+            None => {
+                cache.invalidate(key);
+                None
+            }
         }
     }
 
@@ -290,8 +289,8 @@ impl Gate {
         self.non_canonical_path
     }
 
-    /// Tokens held by the verified-token cache (settles the cache's pending bookkeeping first;
-    /// for metrics and tests, not for the request path).
+    /// Tokens held by the verified-token cache (for metrics and tests, not for the request
+    /// path: it visits every shard).
     pub fn cached_tokens(&self) -> u64 {
         self.token_cache.as_ref().map_or(0, TokenCache::entry_count)
     }

@@ -20,7 +20,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::claims::{ClaimsJson, Principal, PrincipalData, VerifiedBy};
+use crate::claims::{FactsSource, Principal, ScopeSource, TokenFacts, VerifiedBy, is_one_scope};
 use crate::error::Rejection;
 use crate::jwks::{KeySet, KeyStore, parse_algorithm};
 
@@ -180,8 +180,6 @@ pub(crate) struct Verification {
     /// meanwhile, the recorded generation is the older one, so a cache entry is voided
     /// rather than trusted.
     pub(crate) generation: u64,
-    pub(crate) not_before: Option<i64>,
-    pub(crate) claims_bytes: usize,
 }
 
 /// [`verify`], also returning what the verified-token cache records.
@@ -252,11 +250,9 @@ pub(crate) fn verify_detailed(
     }
     let claims = decoded.claims;
     check_claims(issuer, &claims, now)?;
-    let not_before = numeric_date(&claims, "nbf", true)?;
-    let claims_bytes = decoded.payload.len();
     let principal =
         principal_from_claims(issuer.issuer.clone(), claims, Some(decoded.payload), VerifiedBy::Signature)?;
-    Ok(Verification { principal, issuer: index, generation, not_before, claims_bytes })
+    Ok(Verification { principal, issuer: index, generation })
 }
 
 /// Why [`verify_signature`] found no key that verifies the token.
@@ -386,73 +382,79 @@ pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[String]) -> Result
     }
 }
 
-/// Scopes from `scope` (space-separated string, RFC 8693 §4.2 / RFC 9068 §2.2.3) or, failing
-/// that, `scp` (a string or an array of strings, as Okta and Azure AD send it).
-pub(crate) fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
-    let split = |s: &str| s.split_ascii_whitespace().map(str::to_owned).collect();
+/// Where the scopes are: `scope` (space-separated string, RFC 8693 §4.2 / RFC 9068 §2.2.3)
+/// or, failing that, `scp` (a string or an array of strings, as Okta and Azure AD send it).
+pub(crate) fn scope_source(claims: &Map<String, Value>) -> Result<ScopeSource<'_>, Rejection> {
     match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(s)), _) => Ok(split(s)),
+        (Some(Value::String(s)), _) => Ok(ScopeSource::Text(s)),
         (Some(_), _) => Err(Rejection::InvalidClaim("scope")),
-        (None, Some(Value::String(s))) => Ok(split(s)),
+        (None, Some(Value::String(s))) => Ok(ScopeSource::Text(s)),
         (None, Some(Value::Array(items))) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or(Rejection::InvalidClaim("scope")))
-            .collect(),
+            .map(|i| i.as_str().ok_or(Rejection::InvalidClaim("scope")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(ScopeSource::List),
         (None, Some(_)) => Err(Rejection::InvalidClaim("scope")),
-        (None, None) => Ok(Vec::new()),
+        (None, None) => Ok(ScopeSource::None),
     }
 }
 
-fn optional_string(claims: &Map<String, Value>, name: &'static str) -> Result<Option<String>, Rejection> {
+/// The scopes of `claims`, one string each (see [`scope_source`] and [`is_one_scope`]).
+pub(crate) fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+    Ok(match scope_source(claims)? {
+        ScopeSource::None => Vec::new(),
+        ScopeSource::Text(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+        ScopeSource::List(items) => {
+            items.into_iter().filter(|i| is_one_scope(i)).map(str::to_owned).collect()
+        }
+    })
+}
+
+fn optional_string<'a>(
+    claims: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, Rejection> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(Rejection::InvalidClaim(name)),
     }
 }
 
-/// Builds the principal from verified claims.
 /// The principal of verified `claims`. `json` is their text when it is at hand (a JWT's
-/// payload): it is kept instead of the parsed map, which weighs several times more in the
-/// verified-token cache (see [`ClaimsJson`]). Otherwise (introspection) the map is kept.
+/// payload): it is what the principal keeps (see [`TokenFacts`]), so the claims are never
+/// serialised again. Otherwise (introspection) the text is written from the map, and the map
+/// is kept as the parsed claims.
 pub(crate) fn principal_from_claims(
     issuer: Arc<str>,
     claims: Map<String, Value>,
     json: Option<Vec<u8>>,
     verified_by: VerifiedBy,
 ) -> Result<Principal, Rejection> {
-    let boxed = |s: Option<String>| s.map(String::into_boxed_str);
     let client_id = match optional_string(&claims, "client_id")? {
         Some(id) => Some(id),
         None => optional_string(&claims, "azp")?,
     };
-    let subject = optional_string(&claims, "sub")?;
-    let scopes = scopes(&claims)?;
-    let expires_at = numeric_date(&claims, "exp", false)?;
-    let issued_at = numeric_date(&claims, "iat", true)?;
-    let token_id = optional_string(&claims, "jti")?;
-    // `sid` is not a registered JWT claim; a non-string one is ignored rather than refused.
-    let session_id = match claims.get("sid") {
-        Some(Value::String(sid)) => Some(sid.clone().into_boxed_str()),
-        _ => None,
+    let source = FactsSource {
+        subject: optional_string(&claims, "sub")?,
+        client_id,
+        token_id: optional_string(&claims, "jti")?,
+        // `sid` is not a registered JWT claim; a non-string one is ignored rather than refused.
+        session_id: claims.get("sid").and_then(Value::as_str),
+        scopes: scope_source(&claims)?,
+        expires_at: numeric_date(&claims, "exp", false)?,
+        issued_at: numeric_date(&claims, "iat", true)?,
+        not_before: numeric_date(&claims, "nbf", true)?,
     };
-    // A payload that parsed as a JSON object is UTF-8; keep the map if it somehow is not.
-    let claims = match json.and_then(|bytes| String::from_utf8(bytes).ok()) {
-        Some(text) => ClaimsJson::from_json(text.into_boxed_str()),
-        None => ClaimsJson::from_value(Value::Object(claims)),
-    };
-    Ok(Principal::new(PrincipalData {
-        issuer,
-        subject: boxed(subject),
-        client_id: boxed(client_id),
-        scopes: scopes.into_boxed_slice(),
-        expires_at,
-        issued_at,
-        token_id: boxed(token_id),
-        session_id,
-        verified_by,
-        claims,
-    }))
+    // A payload that parsed as a JSON object is UTF-8; write the map out if it somehow is not.
+    let text = json.as_deref().and_then(|bytes| std::str::from_utf8(bytes).ok());
+    let facts = match text {
+        Some(text) => TokenFacts::new(text, &source),
+        None => TokenFacts::new(&serde_json::to_string(&claims).map_err(|_| Rejection::Malformed)?, &source),
+    }
+    .ok_or(Rejection::TooLarge)?;
+    let parsed = text.is_none().then_some(Value::Object(claims));
+    Ok(Principal::new(issuer, facts, verified_by, parsed))
 }
 
 #[cfg(test)]

@@ -1,19 +1,23 @@
 //! The verified-token cache (DESIGN.md step 3): a token seen before skips the signature check.
 //!
-//! Keyed by the SHA-256 of the token — never the token — so neither a memory dump nor a hash
-//! collision can turn the cache into a token store or a bypass. Only successfully verified
+//! Keyed by the SHA-256 of the token — never the token — and a hit needs 128 bits of it to
+//! match, so neither a memory dump nor a hash collision can turn the cache into a token store
+//! or a bypass. Only successfully verified
 //! tokens are cached, so a flood of forgeries cannot fill it. A hit is not a free pass:
 //! `exp`/`nbf` are checked again, as are the revocation list and the route's scopes (by the
 //! pipeline), the issuer's keys must still be usable, and the entry is void as soon as the
 //! issuer's key set has changed (a generation number compare, not a search).
 //!
-//! Bounded twice: by entries and by bytes (each entry weighs at least `max_bytes /
-//! max_entries`, so neither bound can be exceeded).
+//! Bounded twice: by entries and by bytes (each entry weighs its [`TokenFacts`], the token's
+//! claims text and a small header in one allocation, plus its slot). Neither bound can be
+//! exceeded: both are split evenly between the shards and enforced per shard.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{PoisonError, RwLock};
 
-use crate::claims::Principal;
+use crate::claims::TokenFacts;
 
 /// Default number of cached tokens: 100 000.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
@@ -22,20 +26,32 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Longest time an entry lives even if its token lives longer: 10 minutes, so the cache also
-/// forgets tokens that stopped being used. An entry whose token expires sooner goes when its
-/// token does (plus the leeway): expired tokens never hold memory.
-const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(600);
+/// forgets tokens that stopped being used. An entry whose token expires sooner is dead when
+/// its token is (plus the leeway), and its memory is reclaimed by the next sweep.
+const MAX_ENTRY_LIFETIME_SECS: i64 = 600;
 
-/// Fixed overhead of an entry besides the claims: the key, the principal's fields, moka's
-/// bookkeeping (measured roughly; see the performance notes in the README).
-const ENTRY_OVERHEAD_BYTES: u64 = 320;
+/// How often (seconds, on the gate's clock) a shard drops its dead entries, at its next insert.
+const SWEEP_INTERVAL_SECS: i64 = 60;
+
+/// Entries per shard the cache aims for: 7/8 of 16 384, the most a hash table of 16 384
+/// slots holds before it doubles, so a full shard wastes little of its table.
+const SHARD_TARGET: u64 = 16_384 / 8 * 7;
+
+/// At least this many shards (when there are that many entries), so that two workers rarely
+/// meet on one shard's lock, and at most this many.
+const MIN_SHARDS: u64 = 16;
+const MAX_SHARDS: u64 = 4096;
+
+/// What an entry weighs besides its facts: its slot in the table and the facts' reference
+/// counts and allocator header.
+const SLOT_BYTES: u64 = (std::mem::size_of::<(u64, Slot)>() + 24) as u64;
 
 /// Settings of the verified-token cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCacheConfig {
     /// Maximum number of cached tokens.
     pub max_entries: u64,
-    /// Approximate memory budget, in bytes.
+    /// Memory budget, in bytes: the entries' own weight (their facts and their slots).
     pub max_bytes: u64,
 }
 
@@ -45,93 +61,245 @@ impl Default for TokenCacheConfig {
     }
 }
 
-/// One verified token.
+/// One verified token, as the cache keeps it.
 #[derive(Clone)]
 pub(crate) struct Verified {
-    pub(crate) principal: Principal,
+    /// The token's facts, shared with every principal built from them.
+    pub(crate) facts: TokenFacts,
     /// Index of the issuer that verified it.
     pub(crate) issuer: usize,
-    /// The issuer's key-set generation at verification time.
-    pub(crate) generation: u64,
-    /// `nbf`, re-checked on every hit (`exp` is the principal's).
-    pub(crate) not_before: Option<i64>,
-    weight: u32,
-    /// How long the entry may stay: until the token can no longer pass, at most
-    /// [`MAX_ENTRY_LIFETIME`].
-    lifetime: Duration,
+    /// The issuer's key-set generation at verification time (its low bits; compare with
+    /// [`generation_is`](Self::generation_is)).
+    generation: u64,
+    /// When the entry dies (gate clock, seconds): when its token no longer passes `exp` with
+    /// the leeway, at most [`MAX_ENTRY_LIFETIME_SECS`] after it was verified.
+    deadline: i64,
 }
 
 impl Verified {
-    /// An entry for `principal`, verified at `now` with `leeway` seconds of clock skew.
-    pub(crate) fn new(
-        principal: Principal,
-        issuer: usize,
-        generation: u64,
-        not_before: Option<i64>,
-        claims_bytes: usize,
-        now: i64,
-        leeway: i64,
-    ) -> Self {
-        let weight = (claims_bytes as u64 + ENTRY_OVERHEAD_BYTES).min(u32::MAX as u64) as u32;
-        let lifetime = match principal.expires_at() {
-            Some(exp) => {
-                let secs = exp.saturating_add(leeway).saturating_sub(now).max(0);
-                Duration::from_secs(u64::try_from(secs).unwrap_or(0)).min(MAX_ENTRY_LIFETIME)
-            }
-            None => MAX_ENTRY_LIFETIME,
-        };
-        Self { principal, issuer, generation, not_before, weight, lifetime }
+    /// An entry for `facts`, verified at `now` with `leeway` seconds of clock skew.
+    pub(crate) fn new(facts: TokenFacts, issuer: usize, generation: u64, now: i64, leeway: i64) -> Self {
+        let longest = now.saturating_add(MAX_ENTRY_LIFETIME_SECS);
+        let deadline = facts.expires_at().map_or(longest, |exp| exp.saturating_add(leeway).min(longest));
+        Self { facts, issuer, generation: generation & GENERATION_MASK, deadline }
+    }
+
+    fn weight(&self) -> u64 {
+        self.facts.len() as u64 + SLOT_BYTES
+    }
+
+    /// Whether the issuer's key set is still the one this entry was verified under.
+    pub(crate) fn generation_is(&self, current: u64) -> bool {
+        self.generation == current & GENERATION_MASK
     }
 }
 
-/// The cache itself.
+/// An entry in a shard's table, keyed by the first 64 bits of the token's hash: 32 bytes.
+struct Slot {
+    /// The next 64 bits of the hash: a hit needs all 128 to match.
+    check: u64,
+    facts: TokenFacts,
+    /// [`Verified::deadline`], in Unix seconds (a `u32` lasts until 2106).
+    deadline: u32,
+    /// The issuer's index (high 10 bits) and its key-set generation (low 22 bits).
+    stamp: u32,
+}
+
+/// Bits of the key-set generation a slot keeps. A generation changes when the issuer's keys
+/// do, and an entry lives at most ten minutes: four million changes in that time do not
+/// happen (key refreshes are minutes apart, unknown-`kid` refreshes 30 s apart).
+const GENERATION_BITS: u32 = 22;
+const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
+/// Issuers past the 1024th are verified as ever but not cached.
+const MAX_CACHED_ISSUERS: usize = 1 << (32 - GENERATION_BITS);
+
+impl Slot {
+    fn weight(&self) -> u64 {
+        self.facts.len() as u64 + SLOT_BYTES
+    }
+}
+
+/// A token hash, cut into the parts the cache uses.
+struct Key {
+    index: u64,
+    check: u64,
+    shard: u64,
+}
+
+impl Key {
+    fn of(hash: &[u8; 32]) -> Self {
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&hash[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        Self { index: word(0), check: word(8), shard: word(16) }
+    }
+}
+
+/// The table keys are SHA-256 bits already: hashing them again would only cost time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; this keeps any other input well mixed all the same.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    table: HashMap<u64, Slot, BuildHasherDefault<KeyHasher>>,
+    /// Sum of the entries' weights.
+    bytes: u64,
+    /// When (gate clock) this shard next drops its dead entries.
+    next_sweep: i64,
+    /// Which sixteenth of the table goes next when the shard is full.
+    victim: u8,
+}
+
+impl Shard {
+    fn drop_where(&mut self, mut dead: impl FnMut(u64, &Slot) -> bool) {
+        let bytes = &mut self.bytes;
+        self.table.retain(|&index, slot| {
+            let drop = dead(index, slot);
+            if drop {
+                *bytes = bytes.saturating_sub(slot.weight());
+            }
+            !drop
+        });
+    }
+}
+
+/// The cache itself: a fixed number of shards, each a hash table behind a read-write lock.
+///
+/// A hit takes one shard's read lock for a table lookup and a reference-count increment;
+/// nothing on the hit path writes to the table, so hits on one shard do not wait for each
+/// other. An insert (after a signature check, tens of microseconds) takes the write lock.
+/// When a shard is full, a random sixteenth of it goes at once (chosen by hash bits, so the
+/// work is one pass over the shard per `capacity / 16` inserts). Dead entries are never served,
+/// and each shard drops them every [`SWEEP_INTERVAL_SECS`] at its next insert.
 pub(crate) struct TokenCache {
-    cache: moka::sync::Cache<[u8; 32], Verified>,
+    shards: Box<[RwLock<Shard>]>,
+    entries_per_shard: usize,
+    bytes_per_shard: u64,
 }
 
 impl TokenCache {
     pub(crate) fn new(config: TokenCacheConfig) -> Self {
-        let floor = (config.max_bytes / config.max_entries.max(1)).clamp(1, u32::MAX as u64) as u32;
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(config.max_bytes)
-            .weigher(move |_, v: &Verified| v.weight.max(floor))
-            .expire_after(UntilTokenExpiry)
-            .build();
-        Self { cache }
+        let max_entries = config.max_entries;
+        let shards = max_entries.div_ceil(SHARD_TARGET).clamp(MIN_SHARDS, MAX_SHARDS).min(max_entries).max(1);
+        let entries_per_shard = usize::try_from(max_entries / shards).unwrap_or(usize::MAX);
+        // Each table is sized once for its share, so it never grows (and leaves no outgrown
+        // table behind); its pages become resident only as entries arrive.
+        let capacity = entries_per_shard.min(SHARD_TARGET as usize);
+        let shards_vec: Vec<RwLock<Shard>> = (0..shards)
+            .map(|_| {
+                RwLock::new(Shard {
+                    table: HashMap::with_capacity_and_hasher(capacity, BuildHasherDefault::default()),
+                    ..Shard::default()
+                })
+            })
+            .collect();
+        Self {
+            shards: shards_vec.into_boxed_slice(),
+            entries_per_shard,
+            bytes_per_shard: config.max_bytes / shards,
+        }
     }
 
-    pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Verified> {
-        self.cache.get(key)
+    fn shard(&self, key: &Key) -> &RwLock<Shard> {
+        // `shards` is never empty and the index is below its length.
+        &self.shards[(key.shard % self.shards.len() as u64) as usize]
     }
 
-    pub(crate) fn insert(&self, key: [u8; 32], entry: Verified) {
-        self.cache.insert(key, entry);
+    /// The live entry for the token with hash `hash`, if any.
+    pub(crate) fn get(&self, hash: &[u8; 32], now: i64) -> Option<Verified> {
+        let key = Key::of(hash);
+        let shard = self.shard(&key).read().unwrap_or_else(PoisonError::into_inner);
+        let slot = shard.table.get(&key.index)?;
+        (slot.check == key.check && now < i64::from(slot.deadline)).then(|| Verified {
+            facts: slot.facts.clone(),
+            issuer: (slot.stamp >> GENERATION_BITS) as usize,
+            generation: u64::from(slot.stamp) & GENERATION_MASK,
+            deadline: i64::from(slot.deadline),
+        })
     }
 
-    pub(crate) fn invalidate(&self, key: &[u8; 32]) {
-        self.cache.invalidate(key);
+    /// Caches `entry` for the token with hash `hash`, making room if the shard is full.
+    pub(crate) fn insert(&self, hash: &[u8; 32], entry: Verified, now: i64) {
+        let weight = entry.weight();
+        let Ok(deadline) = u32::try_from(entry.deadline) else { return };
+        if entry.issuer >= MAX_CACHED_ISSUERS
+            || self.entries_per_shard == 0
+            || weight > self.bytes_per_shard
+            || now >= entry.deadline
+        {
+            return;
+        }
+        let key = Key::of(hash);
+        let mut shard = self.shard(&key).write().unwrap_or_else(PoisonError::into_inner);
+        // A clock that went back a long way must not postpone sweeps for as long.
+        if now >= shard.next_sweep || now.saturating_add(SWEEP_INTERVAL_SECS) < shard.next_sweep {
+            shard.drop_where(|_, slot| now >= i64::from(slot.deadline));
+            shard.next_sweep = now.saturating_add(SWEEP_INTERVAL_SECS);
+        }
+        if let Some(old) = shard.table.remove(&key.index) {
+            shard.bytes = shard.bytes.saturating_sub(old.weight());
+        }
+        while !shard.table.is_empty()
+            && (shard.table.len() >= self.entries_per_shard || shard.bytes + weight > self.bytes_per_shard)
+        {
+            let victim = shard.victim & 15;
+            shard.victim = shard.victim.wrapping_add(1);
+            shard.drop_where(|index, _| (index >> 60) as u8 == victim);
+        }
+        shard.bytes += weight;
+        // Both parts fit: the issuer is below `MAX_CACHED_ISSUERS`, the generation was masked.
+        let stamp = ((entry.issuer as u64) << GENERATION_BITS | entry.generation) as u32;
+        shard.table.insert(key.index, Slot { check: key.check, facts: entry.facts, deadline, stamp });
     }
 
-    /// Entries held, after moka's pending bookkeeping (it counts lazily); for metrics and
-    /// tests, not the request path.
+    /// Forgets the token with hash `hash`.
+    pub(crate) fn invalidate(&self, hash: &[u8; 32]) {
+        let key = Key::of(hash);
+        let mut shard = self.shard(&key).write().unwrap_or_else(PoisonError::into_inner);
+        if shard.table.get(&key.index).is_some_and(|slot| slot.check == key.check)
+            && let Some(old) = shard.table.remove(&key.index)
+        {
+            shard.bytes = shard.bytes.saturating_sub(old.weight());
+        }
+    }
+
+    /// Entries held, dead ones not yet swept included; for metrics and tests.
     pub(crate) fn entry_count(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.shards.iter().map(|s| s.read().unwrap_or_else(PoisonError::into_inner).table.len() as u64).sum()
     }
-}
 
-/// Expires each entry after its own [`Verified::lifetime`].
-struct UntilTokenExpiry;
-
-impl moka::Expiry<[u8; 32], Verified> for UntilTokenExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Verified, _: std::time::Instant) -> Option<Duration> {
-        Some(value.lifetime)
+    /// Bytes the entries weigh (their facts and slots).
+    #[cfg(test)]
+    fn weighed_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.read().unwrap_or_else(PoisonError::into_inner).bytes).sum()
     }
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenCache").field("entries", &self.cache.entry_count()).finish()
+        f.debug_struct("TokenCache")
+            .field("shards", &self.shards.len())
+            .field("entries", &self.entry_count())
+            .finish()
     }
 }
 
@@ -141,4 +309,113 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::FactsSource;
+
+    fn entry(exp: Option<i64>, now: i64) -> Verified {
+        let source = FactsSource { subject: Some("alice"), expires_at: exp, ..FactsSource::default() };
+        let facts = TokenFacts::new(r#"{"sub":"alice"}"#, &source).expect("facts");
+        Verified::new(facts, 0, 7, now, 30)
+    }
+
+    fn hash(n: u64) -> [u8; 32] {
+        token_hash(&format!("token-{n}"))
+    }
+
+    #[test]
+    fn a_hit_needs_128_bits_of_the_hash() {
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        let key = hash(1);
+        cache.insert(&key, entry(Some(1_000), 0), 0);
+        let hit = cache.get(&key, 0).expect("a hit");
+        assert_eq!((hit.issuer, hit.generation), (0, 7));
+        let mut near = key;
+        near[8] ^= 1; // same table key, another token
+        assert!(cache.get(&near, 0).is_none());
+        cache.invalidate(&near);
+        assert!(cache.get(&key, 0).is_some(), "invalidating another token leaves this one");
+        cache.invalidate(&key);
+        assert!(cache.get(&key, 0).is_none());
+        assert_eq!((cache.entry_count(), cache.weighed_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_hit_knows_its_issuer_and_key_set_generation() {
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        let facts = entry(Some(1_000), 0).facts;
+        cache.insert(&hash(1), Verified::new(facts.clone(), 1023, (5 << GENERATION_BITS) | 9, 0, 30), 0);
+        let hit = cache.get(&hash(1), 0).expect("a hit");
+        assert_eq!(hit.issuer, 1023);
+        assert!(hit.generation_is((5 << GENERATION_BITS) | 9));
+        assert!(!hit.generation_is(10) && !hit.generation_is(8));
+        // An issuer whose index does not fit is verified as ever, just not cached.
+        cache.insert(&hash(2), Verified::new(facts, MAX_CACHED_ISSUERS, 1, 0, 30), 0);
+        assert!(cache.get(&hash(2), 0).is_none());
+    }
+
+    #[test]
+    fn an_entry_dies_with_its_token_or_after_ten_minutes() {
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        cache.insert(&hash(1), entry(Some(100), 0), 0);
+        assert!(cache.get(&hash(1), 129).is_some());
+        assert!(cache.get(&hash(1), 130).is_none(), "exp + leeway");
+        cache.insert(&hash(2), entry(None, 0), 0);
+        assert!(cache.get(&hash(2), 599).is_some());
+        assert!(cache.get(&hash(2), 600).is_none(), "ten minutes");
+        cache.insert(&hash(3), entry(Some(10), 50), 50);
+        assert!(cache.get(&hash(3), 50).is_none(), "a token dead already is not cached");
+    }
+
+    #[test]
+    fn dead_entries_are_swept_at_the_next_insert_after_the_interval() {
+        let cache = TokenCache::new(TokenCacheConfig { max_entries: 16, max_bytes: 1 << 20 });
+        assert_eq!(cache.shards.len(), 16);
+        for n in 0..200 {
+            cache.insert(&hash(n), entry(Some(100), 0), 0);
+        }
+        assert!(cache.entry_count() > 0);
+        // Every shard's next insert after the interval drops what died.
+        for n in 1_000..3_000 {
+            cache.insert(&hash(n), entry(Some(10_000), 200), 200);
+        }
+        assert!((0..200).all(|n| cache.get(&hash(n), 200).is_none()));
+        let count = cache.entry_count();
+        assert!(count <= 16, "{count}");
+    }
+
+    #[test]
+    fn neither_bound_is_ever_exceeded() {
+        let one = entry(Some(1_000), 0).weight();
+        for (max_entries, max_bytes) in [(1_000, 1 << 30), (100_000, 300 * one), (1, 1 << 20), (0, 1 << 20)] {
+            let cache = TokenCache::new(TokenCacheConfig { max_entries, max_bytes });
+            for n in 0..5_000 {
+                cache.insert(&hash(n), entry(Some(1_000), 0), 0);
+                if n % 500 == 0 {
+                    assert!(cache.entry_count() <= max_entries);
+                    assert!(cache.weighed_bytes() <= max_bytes);
+                }
+            }
+            let (count, bytes) = (cache.entry_count(), cache.weighed_bytes());
+            assert!(count <= max_entries && bytes <= max_bytes, "{max_entries}/{max_bytes}: {count}/{bytes}");
+            assert_eq!(bytes, count * one, "the weights add up");
+            if max_entries >= 1_000 {
+                assert!(
+                    count * 2 > max_entries.min(max_bytes / one),
+                    "a full cache stays mostly full: {count}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_heavier_than_a_shard_is_not_cached() {
+        let one = entry(Some(1_000), 0).weight();
+        let cache = TokenCache::new(TokenCacheConfig { max_entries: 1_000, max_bytes: one * 16 - 1 });
+        cache.insert(&hash(1), entry(Some(1_000), 0), 0);
+        assert_eq!(cache.entry_count(), 0);
+    }
 }
