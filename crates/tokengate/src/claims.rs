@@ -137,7 +137,7 @@ impl TokenFacts {
         let mut copies: Vec<&str> = Vec::new();
         for (range, text) in ranges.iter_mut().zip(texts) {
             let Some(text) = text else { continue };
-            let start = match claims_json.find(text) {
+            let start = match memchr::memmem::find(claims_json.as_bytes(), text.as_bytes()) {
                 Some(found) => HEADER + found,
                 None => {
                     copies.push(text);
