@@ -126,10 +126,15 @@ pub(crate) fn strict_object(json: &[u8]) -> Result<Map<String, Value>, Rejection
                 fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
                     let mut map = Map::new();
                     while let Some((key, value)) = access.next_entry::<String, Value>()? {
-                        if map.contains_key(&key) {
-                            return Err(serde::de::Error::custom("duplicate member name"));
+                        // One search of the map per member: the entry says whether it is new.
+                        match map.entry(key) {
+                            serde_json::map::Entry::Vacant(slot) => {
+                                slot.insert(value);
+                            }
+                            serde_json::map::Entry::Occupied(_) => {
+                                return Err(serde::de::Error::custom("duplicate member name"));
+                            }
                         }
-                        map.insert(key, value);
                     }
                     Ok(StrictObject(map))
                 }
