@@ -43,8 +43,8 @@ pub(crate) struct PrincipalData {
 }
 
 /// What a token says about its caller, gathered by the verifier before a [`TokenFacts`] is
-/// built from it.
-#[derive(Debug, Default)]
+/// built from it. No `Debug`: it holds claim values.
+#[derive(Default)]
 pub(crate) struct FactsSource<'a> {
     pub(crate) subject: Option<&'a str>,
     pub(crate) client_id: Option<&'a str>,
@@ -57,7 +57,7 @@ pub(crate) struct FactsSource<'a> {
 }
 
 /// Where a token's scopes came from.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) enum ScopeSource<'a> {
     /// No `scope` or `scp` claim.
     #[default]

@@ -10,7 +10,9 @@
 //!
 //! Bounded twice: by entries and by bytes (each entry weighs its [`TokenFacts`], the token's
 //! claims text and a small header in one allocation, plus its slot). Neither bound can be
-//! exceeded: both are split evenly between the shards and enforced per shard.
+//! exceeded: both are split evenly between the shards and enforced per shard. The tables are
+//! sized up front for `max_entries` (≈ 50 bytes of address space per entry, resident only as
+//! entries arrive); `max_bytes` counts the entries' weight, not that reservation.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,6 +49,10 @@ const MAX_SHARDS: u64 = 4096;
 const SLOT_BYTES: u64 = (std::mem::size_of::<(u64, Slot)>() + 24) as u64;
 
 /// Settings of the verified-token cache.
+///
+/// Both bounds are split evenly between the cache's shards (at least 16 when there are that
+/// many entries), so a small cache holds up to `max_entries` rounded down to a multiple of the
+/// shard count, and a token weighing more than a shard's share of `max_bytes` is not cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCacheConfig {
     /// Maximum number of cached tokens.
