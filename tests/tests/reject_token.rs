@@ -468,4 +468,11 @@ async fn claims_of_the_wrong_type_are_refused() {
         let token = h.issuer.token().claim(name, value).sign();
         h.refused(&token).await.assert_invalid_token(description);
     }
+    // `scp` is read when `scope` is absent: a string or an array of strings only. An item
+    // that is a string but not one scope is left out; an item that is not a string refuses
+    // the token, wherever it sits.
+    for scp in [json!(7), json!({"read": true}), json!(["read", 7]), json!(["x y", null])] {
+        let token = h.issuer.token().without_claim("scope").claim("scp", scp).sign();
+        h.refused(&token).await.assert_invalid_token("the token's scope claim is invalid");
+    }
 }

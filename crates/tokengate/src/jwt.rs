@@ -20,7 +20,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::claims::{FactsSource, Principal, ScopeSource, TokenFacts, VerifiedBy, is_one_scope};
+use crate::claims::{FactsSource, Principal, ScopeSource, TokenFacts, VerifiedBy};
 use crate::error::Rejection;
 use crate::jwks::{KeySet, KeyStore, parse_algorithm};
 
@@ -388,30 +388,38 @@ pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[String]) -> Result
 }
 
 /// Where the scopes are: `scope` (space-separated string, RFC 8693 §4.2 / RFC 9068 §2.2.3)
-/// or, failing that, `scp` (a string or an array of strings, as Okta and Azure AD send it).
+/// or, failing that, `scp` (a string or an array of strings, as Okta and Azure AD send it;
+/// every item must be a string, and only those that are one scope are kept).
 pub(crate) fn scope_source(claims: &Map<String, Value>) -> Result<ScopeSource<'_>, Rejection> {
     match (claims.get("scope"), claims.get("scp")) {
         (Some(Value::String(s)), _) => Ok(ScopeSource::Text(s)),
         (Some(_), _) => Err(Rejection::InvalidClaim("scope")),
         (None, Some(Value::String(s))) => Ok(ScopeSource::Text(s)),
-        (None, Some(Value::Array(items))) => items
-            .iter()
-            .map(|i| i.as_str().ok_or(Rejection::InvalidClaim("scope")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(ScopeSource::List),
+        (None, Some(Value::Array(items))) => {
+            let items = items
+                .iter()
+                .map(|i| i.as_str().ok_or(Rejection::InvalidClaim("scope")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ScopeSource::List(items.into_iter().filter(|i| is_one_scope(i)).collect()))
+        }
         (None, Some(_)) => Err(Rejection::InvalidClaim("scope")),
         (None, None) => Ok(ScopeSource::None),
     }
 }
 
-/// The scopes of `claims`, one string each (see [`scope_source`] and [`is_one_scope`]).
+/// Whether an item of an `scp` array is one scope: not empty and without whitespace (RFC 6749
+/// §3.3). Other items could never satisfy a rule and are left out, rather than split into
+/// scopes the issuer never granted.
+fn is_one_scope(item: &str) -> bool {
+    !item.is_empty() && !item.bytes().any(|b| b.is_ascii_whitespace())
+}
+
+/// The scopes of `claims`, one string each (see [`scope_source`]).
 pub(crate) fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
     Ok(match scope_source(claims)? {
         ScopeSource::None => Vec::new(),
         ScopeSource::Text(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
-        ScopeSource::List(items) => {
-            items.into_iter().filter(|i| is_one_scope(i)).map(str::to_owned).collect()
-        }
+        ScopeSource::List(items) => items.into_iter().map(str::to_owned).collect(),
     })
 }
 

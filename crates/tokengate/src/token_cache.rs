@@ -2,8 +2,8 @@
 //!
 //! Keyed by the SHA-256 of the token — never the token — and a hit needs 128 bits of it to
 //! match, so neither a memory dump nor a hash collision can turn the cache into a token store
-//! or a bypass. Only successfully verified
-//! tokens are cached, so a flood of forgeries cannot fill it. A hit is not a free pass:
+//! or a bypass. Only successfully verified tokens are cached, so a flood of forgeries cannot
+//! fill it. A hit is not a free pass:
 //! `exp`/`nbf` are checked again, as are the revocation list and the route's scopes (by the
 //! pipeline), the issuer's keys must still be usable, and the entry is void as soon as the
 //! issuer's key set has changed (a generation number compare, not a search).
@@ -90,10 +90,6 @@ impl Verified {
         Self { facts, issuer, generation: generation & GENERATION_MASK, deadline }
     }
 
-    fn weight(&self) -> u64 {
-        self.facts.len() as u64 + SLOT_BYTES
-    }
-
     /// Whether the issuer's key set is still the one this entry was verified under.
     pub(crate) fn generation_is(&self, current: u64) -> bool {
         self.generation == current & GENERATION_MASK
@@ -119,10 +115,9 @@ const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
 /// Issuers past the 1024th are verified as ever but not cached.
 const MAX_CACHED_ISSUERS: usize = 1 << (32 - GENERATION_BITS);
 
-impl Slot {
-    fn weight(&self) -> u64 {
-        self.facts.len() as u64 + SLOT_BYTES
-    }
+/// What an entry for `facts` weighs against the cache's byte budget.
+fn entry_weight(facts: &TokenFacts) -> u64 {
+    facts.len() as u64 + SLOT_BYTES
 }
 
 /// A token hash, cut into the parts the cache uses.
@@ -181,7 +176,7 @@ impl Shard {
         self.table.retain(|&index, slot| {
             let drop = dead(index, slot);
             if drop {
-                *bytes = bytes.saturating_sub(slot.weight());
+                *bytes = bytes.saturating_sub(entry_weight(&slot.facts));
             }
             !drop
         });
@@ -245,7 +240,7 @@ impl TokenCache {
 
     /// Caches `entry` for the token with hash `hash`, making room if the shard is full.
     pub(crate) fn insert(&self, hash: &[u8; 32], entry: Verified, now: i64) {
-        let weight = entry.weight();
+        let weight = entry_weight(&entry.facts);
         let Ok(deadline) = u32::try_from(entry.deadline) else { return };
         if entry.issuer >= MAX_CACHED_ISSUERS
             || self.entries_per_shard == 0
@@ -262,7 +257,7 @@ impl TokenCache {
             shard.next_sweep = now.saturating_add(SWEEP_INTERVAL_SECS);
         }
         if let Some(old) = shard.table.remove(&key.index) {
-            shard.bytes = shard.bytes.saturating_sub(old.weight());
+            shard.bytes = shard.bytes.saturating_sub(entry_weight(&old.facts));
         }
         while !shard.table.is_empty()
             && (shard.table.len() >= self.entries_per_shard || shard.bytes + weight > self.bytes_per_shard)
@@ -284,7 +279,7 @@ impl TokenCache {
         if shard.table.get(&key.index).is_some_and(|slot| slot.check == key.check)
             && let Some(old) = shard.table.remove(&key.index)
         {
-            shard.bytes = shard.bytes.saturating_sub(old.weight());
+            shard.bytes = shard.bytes.saturating_sub(entry_weight(&old.facts));
         }
     }
 
@@ -395,7 +390,7 @@ mod tests {
 
     #[test]
     fn neither_bound_is_ever_exceeded() {
-        let one = entry(Some(1_000), 0).weight();
+        let one = entry_weight(&entry(Some(1_000), 0).facts);
         for (max_entries, max_bytes) in [(1_000, 1 << 30), (100_000, 300 * one), (1, 1 << 20), (0, 1 << 20)] {
             let cache = TokenCache::new(TokenCacheConfig { max_entries, max_bytes });
             for n in 0..5_000 {
@@ -419,7 +414,7 @@ mod tests {
 
     #[test]
     fn an_entry_heavier_than_a_shard_is_not_cached() {
-        let one = entry(Some(1_000), 0).weight();
+        let one = entry_weight(&entry(Some(1_000), 0).facts);
         let cache = TokenCache::new(TokenCacheConfig { max_entries: 1_000, max_bytes: one * 16 - 1 });
         cache.insert(&hash(1), entry(Some(1_000), 0), 0);
         assert_eq!(cache.entry_count(), 0);
