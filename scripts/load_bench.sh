@@ -6,6 +6,7 @@
 #
 #   scripts/load_bench.sh [--duration SECS (default 10, at most 300)] [--warmup SECS (default 2)]
 #                         [--workers 1,2] [--connections 32] [--threads 1] [--tokens 10000]
+#                         [--only in-process|proxy]
 #
 # Bounded in time: 2 worker counts × 10 measured runs, each after a warm-up, plus 4 short first
 # passes over the tokens: at most 20 × (2 + duration) + 4 × duration seconds, plus minting the

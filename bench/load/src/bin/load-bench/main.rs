@@ -86,6 +86,20 @@ struct Cli {
     /// The wrk binary.
     #[arg(long, default_value = "wrk")]
     wrk: PathBuf,
+    /// Run only one group of scenarios (to profile it, or to iterate on it): `in-process` (bare
+    /// axum, tokengate, jwt-authorizer) or `proxy` (upstream direct, nginx, the gateway).
+    /// Targets of the other group print as "not measured".
+    #[arg(long, value_enum)]
+    only: Option<Group>,
+}
+
+/// A group of scenarios, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// Bare axum, tokengate and jwt-authorizer as in-process layers.
+    InProcess,
+    /// The upstream direct, behind nginx, and behind the gateway.
+    Proxy,
 }
 
 fn main() -> ExitCode {
@@ -198,8 +212,12 @@ fn run(cli: &Cli) -> Result<(), Error> {
         report: Report { rows: Vec::new(), tokens: cli.tokens, ticks_per_second },
     };
     for &workers in &cli.workers {
-        bench.in_process_scenarios(workers)?;
-        bench.proxy_scenarios(workers)?;
+        if cli.only != Some(Group::Proxy) {
+            bench.in_process_scenarios(workers)?;
+        }
+        if cli.only != Some(Group::InProcess) {
+            bench.proxy_scenarios(workers)?;
+        }
     }
 
     println!("{}", bench.report.table());
