@@ -45,8 +45,13 @@ const COMMAND_ENV: &str = "LOAD_BENCH_COMMAND";
 /// Timeout of the sanity-check requests made before each measurement.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Measured runs (not counting the short first pass) per worker count; for the time estimate.
-const RUNS_PER_WORKER_COUNT: u64 = 10;
+/// Measured runs per worker count of the in-process group (bare axum, tokengate warm, later
+/// passes and introspect, bare axum 0.7, jwt-authorizer warm and later passes); for the time
+/// estimate. The first passes are counted apart.
+const IN_PROCESS_RUNS_PER_WORKER_COUNT: u64 = 7;
+
+/// Measured runs per worker count of the proxy group (upstream direct, nginx, the gateway).
+const PROXY_RUNS_PER_WORKER_COUNT: u64 = 3;
 
 /// Short first passes over the distinct tokens per worker count (tokengate, jwt-authorizer).
 const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2;
@@ -100,6 +105,13 @@ enum Group {
     InProcess,
     /// The upstream direct, behind nginx, and behind the gateway.
     Proxy,
+}
+
+impl Cli {
+    /// Whether `--only` leaves `group` in.
+    fn runs(&self, group: Group) -> bool {
+        self.only.is_none_or(|only| only == group)
+    }
 }
 
 fn main() -> ExitCode {
@@ -212,10 +224,10 @@ fn run(cli: &Cli) -> Result<(), Error> {
         report: Report { rows: Vec::new(), tokens: cli.tokens, ticks_per_second },
     };
     for &workers in &cli.workers {
-        if cli.only != Some(Group::Proxy) {
+        if cli.runs(Group::InProcess) {
             bench.in_process_scenarios(workers)?;
         }
-        if cli.only != Some(Group::InProcess) {
+        if cli.runs(Group::Proxy) {
             bench.proxy_scenarios(workers)?;
         }
     }
@@ -251,8 +263,15 @@ fn print_header(cli: &Cli, load: &Load) {
     };
     let argv: Vec<String> = std::env::args().collect();
     let command = std::env::var(COMMAND_ENV).unwrap_or_else(|_| argv.join(" "));
-    let runs = cli.workers.len() as u64 * RUNS_PER_WORKER_COUNT;
-    let passes = cli.workers.len() as u64 * FIRST_PASSES_PER_WORKER_COUNT;
+    let worker_counts = cli.workers.len() as u64;
+    let (mut runs, mut passes) = (0, 0);
+    if cli.runs(Group::InProcess) {
+        runs += worker_counts * IN_PROCESS_RUNS_PER_WORKER_COUNT;
+        passes += worker_counts * FIRST_PASSES_PER_WORKER_COUNT;
+    }
+    if cli.runs(Group::Proxy) {
+        runs += worker_counts * PROXY_RUNS_PER_WORKER_COUNT;
+    }
     println!("## tokengate load benchmark\n");
     println!("- machine: {cores} cores (nproc), {model}, Linux {}", kernel.trim());
     println!("- tools: {}; {}", first_line(&load.wrk, "-v"), first_line(&cli.nginx, "-v"));
