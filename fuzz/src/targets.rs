@@ -6,13 +6,13 @@
 //! without libFuzzer, so a regression the fuzzer once found fails the ordinary test run.
 
 use http::{HeaderMap, HeaderValue, Method, header};
-use tokengate::Algorithm;
 use tokengate::discovery::{MetadataKind, metadata_url, parse_metadata};
 use tokengate::extract::parse_authorization;
 use tokengate::introspect::{Verdict, judge_response};
 use tokengate::jwks::{KeyKind, KeySet};
 use tokengate::jwt::{self, VerifyError};
 use tokengate::policy::{Mode, NormalizedPath, PathPattern, normalize_path};
+use tokengate::{Algorithm, Rejection};
 
 use crate::world::{AUDIENCE, HMAC_ISSUER, ISSUER, MAX_TOKEN_BYTES, NOW, is_canonical, layer, poll_once};
 
@@ -55,18 +55,28 @@ pub fn authorization_header(data: &[u8]) {
 /// `tokengate::jwt::verify` with the issuers of the fuzz layer, and `Gate::verify_token`.
 ///
 /// Invariants: never panics; the two entry points agree; a token that is accepted is canonical
-/// (three segments of canonical base64url), names a configured issuer, and is under the cap.
+/// (three segments of canonical base64url), names a configured issuer, and is under the cap;
+/// the verifier's one-pass member parse and `decode_unverified`'s full parse agree on which
+/// tokens are well formed (the verifier refuses as malformed every token the full parse
+/// refuses, and the full parse accepts every token the verifier accepts).
 pub fn verify_token(data: &[u8]) {
     let Ok(token) = std::str::from_utf8(data) else {
         return;
     };
     let gate = layer().gate();
-    let _ = jwt::decode_unverified(token);
+    let unverified = jwt::decode_unverified(token);
     let direct = jwt::verify(token, gate.issuers(), NOW, MAX_TOKEN_BYTES);
+    if unverified.is_err() && token.len() <= MAX_TOKEN_BYTES {
+        assert!(
+            matches!(direct, Err(VerifyError::Rejected(Rejection::Malformed))),
+            "decode_unverified refuses the token, jwt::verify says {direct:?}"
+        );
+    }
     let through_gate = poll_once(gate.verify_token(token)).expect("verify_token never waits on static keys");
     match (&direct, &through_gate) {
         (Ok(principal), Ok(again)) => {
             assert!(token.len() <= MAX_TOKEN_BYTES);
+            assert!(unverified.is_ok(), "jwt::verify accepted a token decode_unverified refuses");
             assert_eq!(token.split('.').count(), 3, "accepted a token that is not three segments");
             assert!(is_canonical(token), "accepted a non-canonical encoding: {token:?}");
             assert!(

@@ -578,7 +578,7 @@ mod tests {
     #[test]
     fn scp_items_are_one_scope_each_and_never_split() {
         let json = r#"{"scp":["orders:read","two words","","admin"]}"#;
-        let claims: serde_json::Map<String, Value> = serde_json::from_str(json).expect("claims");
+        let claims: crate::jwt::members::Claims<'_> = crate::jwt::members::parse(json).expect("claims");
         let source = FactsSource {
             scopes: crate::jwt::scope_source(&claims).expect("scopes"),
             ..FactsSource::default()

@@ -137,9 +137,8 @@ impl Gate {
             (Verdict::Active { members, .. }, None) => {
                 // The answer's `iss`, if any, was checked to be the endpoint's issuer.
                 let issuer = introspector.issuer_arc().clone();
-                let principal =
-                    jwt::principal_from_claims(issuer, members.clone(), None, VerifiedBy::Introspection)
-                        .map_err(AuthError::InvalidToken)?;
+                let principal = jwt::principal_from_members(issuer, members, VerifiedBy::Introspection)
+                    .map_err(AuthError::InvalidToken)?;
                 if self.is_revoked(&principal) {
                     return Err(AuthError::InvalidToken(Rejection::Revoked));
                 }

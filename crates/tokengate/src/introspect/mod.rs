@@ -32,6 +32,7 @@ pub use client::{ClientAuth, Outage};
 use crate::clock::SharedClock;
 use crate::error::Rejection;
 use crate::jwt;
+use crate::jwt::members::{Claims, Member, Members};
 use crate::token_cache::token_hash;
 use breaker::Breaker;
 
@@ -299,7 +300,7 @@ fn interpret(
         Some(_) => return Err(invalid("iss")),
     }
     if let Some(aud) = members.get("aud") {
-        match jwt::check_audience(Some(aud), audiences) {
+        match jwt::check_audience(Some(&Member::of(aud)), audiences) {
             Ok(()) => {}
             Err(Rejection::WrongAudience) => return Ok(Verdict::Inactive),
             Err(_) => return Err(invalid("aud")),
@@ -307,7 +308,7 @@ fn interpret(
     }
     let scopes = match members.get("scope") {
         None => None,
-        Some(_) => Some(jwt::scopes(&members).map_err(|_| invalid("scope"))?),
+        Some(_) => Some(jwt::scopes(&Claims::from_map(&members)).map_err(|_| invalid("scope"))?),
     };
     Ok(Verdict::Active { members, scopes })
 }

@@ -10,6 +10,8 @@
 //! malformed (RFC 7515 §5.2 lets us refuse them, and parsers that disagree on which duplicate
 //! wins are a classic bypass).
 
+pub(crate) mod members;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use serde_json::{Map, Value};
 use crate::claims::{FactsSource, Principal, ScopeSource, TokenFacts, VerifiedBy};
 use crate::error::Rejection;
 use crate::jwks::{KeySet, KeyStore, parse_algorithm};
+use members::{Claims, Header, Member, Members};
 
 /// Default clock-skew leeway for `exp`, `nbf` and `iat`: 30 s, what most gateways use.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -77,14 +80,34 @@ pub struct UnverifiedToken<'t> {
     /// The registered algorithm named by the header.
     pub alg: Option<Algorithm>,
     signing_input: &'t [u8],
-    signature: Vec<u8>,
-    /// The decoded payload: the claims' JSON text, kept by the principal.
-    payload: Vec<u8>,
+}
+
+impl<'t> UnverifiedToken<'t> {
+    /// What the signature covers: the first two segments and the dot between them.
+    pub fn signing_input(&self) -> &'t [u8] {
+        self.signing_input
+    }
 }
 
 /// Splits and decodes a compact JWS without verifying anything: three non-empty segments of
 /// canonical unpadded base64url, the first two JSON objects without duplicate member names.
+/// It parses every member into maps, for tools that show them; [`verify`] parses only the
+/// members it reads, and the two agree on which tokens are well formed.
 pub fn decode_unverified(token: &str) -> Result<UnverifiedToken<'_>, Rejection> {
+    let (h, p, s) = segments(token)?;
+    let header = strict_object(&b64(h)?)?;
+    let claims = strict_object(&b64(p)?)?;
+    b64(s)?;
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) => parse_algorithm(name),
+        _ => None,
+    };
+    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+    Ok(UnverifiedToken { header, claims, alg, signing_input })
+}
+
+/// The three non-empty segments of a compact JWS.
+fn segments(token: &str) -> Result<(&str, &str, &str), Rejection> {
     let mut parts = token.splitn(4, '.');
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(Rejection::Malformed);
@@ -92,16 +115,12 @@ pub fn decode_unverified(token: &str) -> Result<UnverifiedToken<'_>, Rejection> 
     if h.is_empty() || p.is_empty() || s.is_empty() {
         return Err(Rejection::Malformed);
     }
-    let header = strict_object(&b64(h)?)?;
-    let payload = b64(p)?;
-    let claims = strict_object(&payload)?;
-    let signature = b64(s)?;
-    let alg = match header.get("alg") {
-        Some(Value::String(name)) => parse_algorithm(name),
-        _ => None,
-    };
-    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
-    Ok(UnverifiedToken { header, claims, alg, signing_input, signature, payload })
+    Ok((h, p, s))
+}
+
+/// A segment that must decode to UTF-8 text (the header and the payload, both JSON).
+fn b64_text(segment: &str) -> Result<String, Rejection> {
+    String::from_utf8(b64(segment)?).map_err(|_| Rejection::Malformed)
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
@@ -197,27 +216,32 @@ pub(crate) fn verify_detailed(
     if token.len() > max_len {
         return Err(Rejection::TooLarge.into());
     }
-    let decoded = decode_unverified(token)?;
-    let header = &decoded.header;
-    let alg = match header.get("alg") {
-        Some(Value::String(_)) => decoded.alg.ok_or(Rejection::UnsupportedAlgorithm)?,
+    let (h, p, s) = segments(token)?;
+    // Each JSON text is parsed once, into the members verification reads (see `members`).
+    let header_json = b64_text(h)?;
+    let header: Header<'_> = members::parse(&header_json)?;
+    let payload = b64_text(p)?;
+    let claims: Claims<'_> = members::parse(&payload)?;
+    let signature = b64(s)?;
+    let alg = match &header.alg {
+        Some(Member::Str(name)) => parse_algorithm(name).ok_or(Rejection::UnsupportedAlgorithm)?,
         Some(_) => return Err(Rejection::Malformed.into()),
         None => return Err(Rejection::UnsupportedAlgorithm.into()),
     };
     // RFC 7515 §4.1.11: a recipient must reject a token whose `crit` it does not fully
     // understand; tokengate implements no extension, so any `crit` is refused.
-    if header.contains_key("crit") {
+    if header.crit.is_some() {
         return Err(Rejection::UnknownCritical.into());
     }
-    let kid = match header.get("kid") {
+    let kid = match &header.kid {
         None => None,
-        Some(Value::String(kid)) => Some(kid.as_str()),
+        Some(Member::Str(kid)) => Some(&**kid),
         Some(_) => return Err(Rejection::Malformed.into()),
     };
 
-    let index = match decoded.claims.get("iss") {
+    let index = match &claims.iss {
         None => return Err(Rejection::MissingClaim("iss").into()),
-        Some(Value::String(iss)) => {
+        Some(Member::Str(iss)) => {
             issuers.iter().position(|i| *i.issuer == **iss).ok_or(Rejection::UnknownIssuer)?
         }
         Some(_) => return Err(Rejection::InvalidClaim("iss").into()),
@@ -227,8 +251,8 @@ pub(crate) fn verify_detailed(
         return Err(Rejection::AlgorithmNotAllowed.into());
     }
     if let Some(required) = &issuer.required_type {
-        match header.get("typ") {
-            Some(Value::String(typ)) if media_type_eq(typ, required) => {}
+        match &header.typ {
+            Some(Member::Str(typ)) if media_type_eq(typ, required) => {}
             _ => return Err(Rejection::WrongType.into()),
         }
     }
@@ -247,16 +271,16 @@ pub(crate) fn verify_detailed(
     if !loaded && keys.is_empty() {
         return Err(VerifyError::KeysUnavailable);
     }
-    match verify_signature(&keys, kid, alg, decoded.signing_input, &decoded.signature) {
+    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+    match verify_signature(&keys, kid, alg, signing_input, &signature) {
         Ok(()) => {}
         Err(_) if !loaded => return Err(VerifyError::KeysUnavailable),
         Err(KeyMiss::Refreshable) => return Err(VerifyError::UnknownKey { issuer: index }),
         Err(KeyMiss::Final(rejection)) => return Err(rejection.into()),
     }
-    let claims = decoded.claims;
     check_claims(issuer, &claims, now)?;
-    let principal =
-        principal_from_claims(issuer.issuer.clone(), claims, Some(decoded.payload), VerifiedBy::Signature)?;
+    let facts = token_facts(&claims, &payload)?;
+    let principal = Principal::new(issuer.issuer.clone(), facts, VerifiedBy::Signature, None);
     Ok(Verification { principal, issuer: index, generation })
 }
 
@@ -321,14 +345,14 @@ fn media_type_eq(got: &str, want: &str) -> bool {
 /// A NumericDate claim (RFC 7519 §2): a non-negative number of seconds, not later than year
 /// 9999. Fractions are allowed; `round_up` says which way to round them (always the stricter).
 fn numeric_date(
-    claims: &Map<String, Value>,
+    value: Option<&Member<'_>>,
     name: &'static str,
     round_up: bool,
 ) -> Result<Option<i64>, Rejection> {
-    let Some(value) = claims.get(name) else {
+    let Some(value) = value else {
         return Ok(None);
     };
-    let Value::Number(n) = value else {
+    let Member::Num(n) = value else {
         return Err(Rejection::InvalidClaim(name));
     };
     if let Some(i) = n.as_i64() {
@@ -346,37 +370,37 @@ fn numeric_date(
 }
 
 /// `exp`, `nbf`, `iat` and `aud` (`iss` was matched when the issuer was chosen).
-fn check_claims(issuer: &IssuerVerifier, claims: &Map<String, Value>, now: i64) -> Result<(), Rejection> {
+fn check_claims(issuer: &IssuerVerifier, claims: &Claims<'_>, now: i64) -> Result<(), Rejection> {
     let leeway = issuer.leeway;
-    match numeric_date(claims, "exp", false)? {
+    match numeric_date(claims.exp.as_ref(), "exp", false)? {
         Some(exp) if now - leeway >= exp => return Err(Rejection::Expired),
         Some(_) => {}
         None if issuer.require_exp => return Err(Rejection::MissingClaim("exp")),
         None => {}
     }
-    if let Some(nbf) = numeric_date(claims, "nbf", true)?
+    if let Some(nbf) = numeric_date(claims.nbf.as_ref(), "nbf", true)?
         && nbf > now + leeway
     {
         return Err(Rejection::NotYetValid);
     }
-    if let Some(iat) = numeric_date(claims, "iat", true)?
+    if let Some(iat) = numeric_date(claims.iat.as_ref(), "iat", true)?
         && iat > now + leeway
     {
         return Err(Rejection::IssuedInFuture);
     }
-    check_audience(claims.get("aud"), &issuer.audiences)
+    check_audience(claims.aud.as_ref(), &issuer.audiences)
 }
 
 /// `aud` must be present, a string or an array of strings, and contain a configured audience.
-pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[String]) -> Result<(), Rejection> {
+pub(crate) fn check_audience(aud: Option<&Member<'_>>, accepted: &[String]) -> Result<(), Rejection> {
     let ours = |a: &str| accepted.iter().any(|x| x == a);
     match aud {
         None => Err(Rejection::MissingClaim("aud")),
-        Some(Value::String(a)) => ours(a).then_some(()).ok_or(Rejection::WrongAudience),
-        Some(Value::Array(items)) => {
+        Some(Member::Str(a)) => ours(a).then_some(()).ok_or(Rejection::WrongAudience),
+        Some(Member::List(items)) => {
             let mut found = false;
             for item in items {
-                let Value::String(a) = item else {
+                let Some(a) = item else {
                     return Err(Rejection::InvalidClaim("aud"));
                 };
                 found |= ours(a);
@@ -390,15 +414,15 @@ pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[String]) -> Result
 /// Where the scopes are: `scope` (space-separated string, RFC 8693 §4.2 / RFC 9068 §2.2.3)
 /// or, failing that, `scp` (a string or an array of strings, as Okta and Azure AD send it;
 /// every item must be a string, and only those that are one scope are kept).
-pub(crate) fn scope_source(claims: &Map<String, Value>) -> Result<ScopeSource<'_>, Rejection> {
-    match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(s)), _) => Ok(ScopeSource::Text(s)),
+pub(crate) fn scope_source<'c>(claims: &'c Claims<'_>) -> Result<ScopeSource<'c>, Rejection> {
+    match (&claims.scope, &claims.scp) {
+        (Some(Member::Str(s)), _) => Ok(ScopeSource::Text(s)),
         (Some(_), _) => Err(Rejection::InvalidClaim("scope")),
-        (None, Some(Value::String(s))) => Ok(ScopeSource::Text(s)),
-        (None, Some(Value::Array(items))) => {
+        (None, Some(Member::Str(s))) => Ok(ScopeSource::Text(s)),
+        (None, Some(Member::List(items))) => {
             let items = items
                 .iter()
-                .map(|i| i.as_str().ok_or(Rejection::InvalidClaim("scope")))
+                .map(|i| i.as_deref().ok_or(Rejection::InvalidClaim("scope")))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ScopeSource::List(items.into_iter().filter(|i| is_one_scope(i)).collect()))
         }
@@ -415,7 +439,7 @@ fn is_one_scope(item: &str) -> bool {
 }
 
 /// The scopes of `claims`, one string each (see [`scope_source`]).
-pub(crate) fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+pub(crate) fn scopes(claims: &Claims<'_>) -> Result<Vec<String>, Rejection> {
     Ok(match scope_source(claims)? {
         ScopeSource::None => Vec::new(),
         ScopeSource::Text(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
@@ -423,51 +447,47 @@ pub(crate) fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, Rejecti
     })
 }
 
-fn optional_string<'a>(
-    claims: &'a Map<String, Value>,
+fn optional_string<'c>(
+    member: &'c Option<Member<'_>>,
     name: &'static str,
-) -> Result<Option<&'a str>, Rejection> {
-    match claims.get(name) {
+) -> Result<Option<&'c str>, Rejection> {
+    match member {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Member::Str(s)) => Ok(Some(s)),
         Some(_) => Err(Rejection::InvalidClaim(name)),
     }
 }
 
-/// The principal of verified `claims`. `json` is their text when it is at hand (a JWT's
-/// payload): it is what the principal keeps (see [`TokenFacts`]), so the claims are never
-/// serialised again. Otherwise (introspection) the text is written from the map, and the map
-/// is kept as the parsed claims.
-pub(crate) fn principal_from_claims(
-    issuer: Arc<str>,
-    claims: Map<String, Value>,
-    json: Option<Vec<u8>>,
-    verified_by: VerifiedBy,
-) -> Result<Principal, Rejection> {
-    let client_id = match optional_string(&claims, "client_id")? {
+/// The facts a principal keeps of verified `claims`, whose JSON text is `text`.
+fn token_facts(claims: &Claims<'_>, text: &str) -> Result<TokenFacts, Rejection> {
+    let client_id = match optional_string(&claims.client_id, "client_id")? {
         Some(id) => Some(id),
-        None => optional_string(&claims, "azp")?,
+        None => optional_string(&claims.azp, "azp")?,
     };
     let source = FactsSource {
-        subject: optional_string(&claims, "sub")?,
+        subject: optional_string(&claims.sub, "sub")?,
         client_id,
-        token_id: optional_string(&claims, "jti")?,
+        token_id: optional_string(&claims.jti, "jti")?,
         // `sid` is not a registered JWT claim; a non-string one is ignored rather than refused.
-        session_id: claims.get("sid").and_then(Value::as_str),
-        scopes: scope_source(&claims)?,
-        expires_at: numeric_date(&claims, "exp", false)?,
-        issued_at: numeric_date(&claims, "iat", true)?,
-        not_before: numeric_date(&claims, "nbf", true)?,
+        session_id: claims.sid.as_ref().and_then(Member::as_str),
+        scopes: scope_source(claims)?,
+        expires_at: numeric_date(claims.exp.as_ref(), "exp", false)?,
+        issued_at: numeric_date(claims.iat.as_ref(), "iat", true)?,
+        not_before: numeric_date(claims.nbf.as_ref(), "nbf", true)?,
     };
-    // A payload that parsed as a JSON object is UTF-8; write the map out if it somehow is not.
-    let text = json.as_deref().and_then(|bytes| std::str::from_utf8(bytes).ok());
-    let facts = match text {
-        Some(text) => TokenFacts::new(text, &source),
-        None => TokenFacts::new(&serde_json::to_string(&claims).map_err(|_| Rejection::Malformed)?, &source),
-    }
-    .ok_or(Rejection::TooLarge)?;
-    let parsed = text.is_none().then_some(Value::Object(claims));
-    Ok(Principal::new(issuer, facts, verified_by, parsed))
+    TokenFacts::new(text, &source).ok_or(Rejection::TooLarge)
+}
+
+/// The principal of an introspection answer's `members` (already checked by the
+/// introspector). Their text is written from the map, and the map is kept as the parsed claims.
+pub(crate) fn principal_from_members(
+    issuer: Arc<str>,
+    members: &Map<String, Value>,
+    verified_by: VerifiedBy,
+) -> Result<Principal, Rejection> {
+    let text = serde_json::to_string(members).map_err(|_| Rejection::Malformed)?;
+    let facts = token_facts(&Claims::from_map(members), &text)?;
+    Ok(Principal::new(issuer, facts, verified_by, Some(Value::Object(members.clone()))))
 }
 
 #[cfg(test)]
@@ -503,14 +523,11 @@ mod tests {
 
     #[test]
     fn numeric_dates() {
-        let m = |v: Value| {
-            let mut m = Map::new();
-            m.insert("exp".into(), v);
-            m
-        };
-        assert_eq!(numeric_date(&m(Value::from(10)), "exp", false), Ok(Some(10)));
-        assert_eq!(numeric_date(&m(Value::from(10.7)), "exp", false), Ok(Some(10)));
-        assert_eq!(numeric_date(&m(Value::from(10.2)), "exp", true), Ok(Some(11)));
+        let date = |v: Value, round_up: bool| numeric_date(Some(&Member::of(&v)), "exp", round_up);
+        assert_eq!(date(Value::from(10), false), Ok(Some(10)));
+        assert_eq!(date(Value::from(10.7), false), Ok(Some(10)));
+        assert_eq!(date(Value::from(10.2), true), Ok(Some(11)));
+        assert_eq!(numeric_date(None, "exp", false), Ok(None));
         for bad in [
             Value::from("10"),
             Value::from(-1),
@@ -519,11 +536,7 @@ mod tests {
             Value::Null,
             Value::Bool(true),
         ] {
-            assert_eq!(
-                numeric_date(&m(bad.clone()), "exp", false),
-                Err(Rejection::InvalidClaim("exp")),
-                "{bad}"
-            );
+            assert_eq!(date(bad.clone(), false), Err(Rejection::InvalidClaim("exp")), "{bad}");
         }
     }
 
@@ -540,29 +553,39 @@ mod tests {
     #[test]
     fn audience_shapes() {
         let ours = vec!["api".to_string()];
-        assert!(check_audience(Some(&Value::from("api")), &ours).is_ok());
-        assert!(check_audience(Some(&serde_json::json!(["x", "api"])), &ours).is_ok());
-        assert_eq!(check_audience(Some(&serde_json::json!(["x"])), &ours), Err(Rejection::WrongAudience));
-        assert_eq!(check_audience(Some(&serde_json::json!([])), &ours), Err(Rejection::WrongAudience));
+        assert!(check_audience(Some(&Member::of(&Value::from("api"))), &ours).is_ok());
+        assert!(check_audience(Some(&Member::of(&serde_json::json!(["x", "api"]))), &ours).is_ok());
         assert_eq!(
-            check_audience(Some(&serde_json::json!(["api", 1])), &ours),
+            check_audience(Some(&Member::of(&serde_json::json!(["x"]))), &ours),
+            Err(Rejection::WrongAudience)
+        );
+        assert_eq!(
+            check_audience(Some(&Member::of(&serde_json::json!([]))), &ours),
+            Err(Rejection::WrongAudience)
+        );
+        assert_eq!(
+            check_audience(Some(&Member::of(&serde_json::json!(["api", 1]))), &ours),
             Err(Rejection::InvalidClaim("aud"))
         );
         assert_eq!(
-            check_audience(Some(&serde_json::json!([["api"]])), &ours),
+            check_audience(Some(&Member::of(&serde_json::json!([["api"]]))), &ours),
             Err(Rejection::InvalidClaim("aud"))
         );
-        assert_eq!(check_audience(Some(&serde_json::json!(1)), &ours), Err(Rejection::InvalidClaim("aud")));
+        assert_eq!(
+            check_audience(Some(&Member::of(&serde_json::json!(1))), &ours),
+            Err(Rejection::InvalidClaim("aud"))
+        );
         assert_eq!(check_audience(None, &ours), Err(Rejection::MissingClaim("aud")));
     }
 
     #[test]
     fn scope_shapes() {
-        let m = |v: Value| v.as_object().unwrap().clone();
-        assert_eq!(scopes(&m(serde_json::json!({"scope": "a  b"}))).unwrap(), ["a", "b"]);
-        assert_eq!(scopes(&m(serde_json::json!({"scp": ["a", "b"]}))).unwrap(), ["a", "b"]);
-        assert_eq!(scopes(&m(serde_json::json!({"scp": "a b"}))).unwrap(), ["a", "b"]);
-        assert!(scopes(&m(serde_json::json!({"scope": ["a"]}))).is_err());
-        assert!(scopes(&m(serde_json::json!({"scp": [1]}))).is_err());
+        let of = |json: &str| scopes(&members::parse(json).unwrap());
+        assert_eq!(of(r#"{"scope": "a  b"}"#).unwrap(), ["a", "b"]);
+        assert_eq!(of(r#"{"scp": ["a", "b"]}"#).unwrap(), ["a", "b"]);
+        assert_eq!(of(r#"{"scp": "a b"}"#).unwrap(), ["a", "b"]);
+        assert_eq!(of(r#"{"scope": "a", "scp": [1]}"#).unwrap(), ["a"]);
+        assert!(of(r#"{"scope": ["a"]}"#).is_err());
+        assert!(of(r#"{"scp": [1]}"#).is_err());
     }
 }

@@ -1,0 +1,119 @@
+//! What a cold verification adds to the signature check, measured interleaved: each round
+//! times a batch of raw aws-lc-rs verifications of a token's signature (pre-parsed key, the
+//! floor of any verifier) and then a batch of tokengate's whole local verification of the
+//! same token (header, issuer, signature, claims, principal), swapping the order every round.
+//! Both sides see the same machine at the same moment, so the ratio holds still where
+//! criterion's one-after-the-other groups drift with a shared machine's load.
+//!
+//! Run: `cargo bench -p tokengate --bench verify_overhead`. Prints a markdown table: the median
+//! time per verification of each side, and the median of the per-round ratios (the number the
+//! "cold RS256 ≤ 1.15× raw" target is checked with).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use aws_lc::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokengate::{Algorithm, IssuerConfig, TokenGateLayer};
+use tokengate_testkit::{Issuer, KeyKind};
+
+/// Rounds per algorithm; each round is one batch of each side.
+const ROUNDS: usize = 400;
+/// Verifications per batch: long enough (milliseconds) for the clock, short enough that the
+/// machine's load stays the same across the round.
+const BATCH: u32 = 100;
+
+/// The issuer's public key for `kind`, pre-parsed by aws-lc-rs for `alg`.
+fn raw_key(issuer: &Issuer, kind: KeyKind, alg: Algorithm) -> ParsedPublicKey {
+    let jwks = issuer.jwks();
+    let kid = issuer.kid(kind);
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap();
+    let b64 = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
+    match alg {
+        Algorithm::RS256 => RsaPublicKeyComponents { n: b64("n"), e: b64("e") }
+            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+            .unwrap(),
+        Algorithm::ES256 => {
+            let mut point = vec![4u8];
+            point.extend(b64("x"));
+            point.extend(b64("y"));
+            ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
+        }
+        Algorithm::EdDSA => ParsedPublicKey::new(&signature::ED25519, b64("x")).unwrap(),
+        other => panic!("no raw key for {other:?}"),
+    }
+}
+
+/// Time per call of `f`, over one batch.
+fn batch(mut f: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    for _ in 0..BATCH {
+        f();
+    }
+    started.elapsed() / BATCH
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (issuer, layer) = runtime.block_on(async {
+        let issuer = Issuer::start().await;
+        let layer = TokenGateLayer::builder()
+            .issuer(
+                IssuerConfig::new(issuer.url())
+                    .audience(issuer.audience())
+                    .algorithms([Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA])
+                    .jwks(issuer.jwks().to_string()),
+            )
+            .build()
+            .await
+            .unwrap();
+        (issuer, layer)
+    });
+    let issuers = layer.gate().issuers();
+    let now = layer.gate().now();
+
+    println!(
+        "| alg | raw aws-lc-rs verify | tokengate verify | added | tokengate vs raw (median of rounds) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (alg, kind) in [
+        (Algorithm::RS256, KeyKind::Rsa),
+        (Algorithm::ES256, KeyKind::P256),
+        (Algorithm::EdDSA, KeyKind::Ed25519),
+    ] {
+        let token = issuer.token().alg(alg).scope("read write").expires_in(3600).sign();
+        let (message, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let key = raw_key(&issuer, kind, alg);
+        let raw = || key.verify_sig(black_box(message.as_bytes()), black_box(&sig)).unwrap();
+        let ours = || {
+            black_box(tokengate::jwt::verify(black_box(&token), issuers, now, 8192).unwrap());
+        };
+        // Warm both paths (key preparation, caches, branch predictors) outside the rounds.
+        batch(raw);
+        batch(ours);
+
+        let (mut raws, mut oursv, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let (r, o) = if round % 2 == 0 {
+                let r = batch(raw);
+                (r, batch(ours))
+            } else {
+                let o = batch(ours);
+                (batch(raw), o)
+            };
+            let (r, o) = (r.as_secs_f64() * 1e6, o.as_secs_f64() * 1e6);
+            raws.push(r);
+            oursv.push(o);
+            ratios.push(o / r);
+        }
+        let (r, o) = (median(&mut raws), median(&mut oursv));
+        println!("| {alg:?} | {r:.2} µs | {o:.2} µs | {:+.2} µs | {:.3}× |", o - r, median(&mut ratios));
+    }
+}
