@@ -16,7 +16,6 @@
 
 use std::hint::black_box;
 
-use aws_lc::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -25,6 +24,9 @@ use serde_json::Value;
 use tokengate::policy::{NormalizedPath, Requirement, RoutePolicy, Rule};
 use tokengate::{Algorithm, IntrospectionConfig, IssuerConfig, TokenGateLayer};
 use tokengate_testkit::{Issuer, KeyKind};
+
+mod common;
+use common::raw_key;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
@@ -58,27 +60,6 @@ fn fixture() -> Fixture {
         (issuer, layer)
     });
     Fixture { runtime, issuer, layer }
-}
-
-/// The issuer's public key for `kind`, pre-parsed by aws-lc-rs for `alg`.
-fn raw_key(issuer: &Issuer, kind: KeyKind, alg: Algorithm) -> ParsedPublicKey {
-    let jwks = issuer.jwks();
-    let kid = issuer.kid(kind);
-    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap();
-    let b64 = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
-    match alg {
-        Algorithm::RS256 => RsaPublicKeyComponents { n: b64("n"), e: b64("e") }
-            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
-            .unwrap(),
-        Algorithm::ES256 => {
-            let mut point = vec![4u8];
-            point.extend(b64("x"));
-            point.extend(b64("y"));
-            ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
-        }
-        Algorithm::EdDSA => ParsedPublicKey::new(&signature::ED25519, b64("x")).unwrap(),
-        other => panic!("no raw key for {other:?}"),
-    }
 }
 
 fn bench_verify(c: &mut Criterion) {
