@@ -100,7 +100,10 @@ async fn main() {
         ("four_segments", format!("{}.AAAA", t().sign())),
         (
             "jwe_shaped",
-            format!("{}.AAAA.AAAA.AAAA.AAAA", URL_SAFE_NO_PAD.encode(r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#)),
+            format!(
+                "{}.AAAA.AAAA.AAAA.AAAA",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#)
+            ),
         ),
         ("dup_alg", hs256(r#"{"alg":"none","alg":"HS256"}"#, &hmac_claims)),
         (
@@ -110,7 +113,28 @@ async fn main() {
                 &hmac_claims.replacen('{', r#"{"iss":"https://evil.example.com","#, 1),
             ),
         ),
-        ("escaped_dup_iss", hs256(r#"{"alg":"HS256"}"#, &hmac_claims.replacen('{', r#"{"i\u0073s":"x","#, 1))),
+        (
+            "escaped_dup_iss",
+            hs256(r#"{"alg":"HS256"}"#, &hmac_claims.replacen('{', r#"{"i\u0073s":"x","#, 1)),
+        ),
+        (
+            "reserved_raw_value",
+            hs256(
+                r#"{"alg":"HS256"}"#,
+                &hmac_claims.replacen('{', r#"{"role":{"$serde_json::private::RawValue":"\"admin\""},"#, 1),
+            ),
+        ),
+        (
+            "reserved_number",
+            hs256(
+                r#"{"alg":"HS256"}"#,
+                &hmac_claims.replacen('{', r#"{"n":[{"$serde_json::private::Number":"1"}],"#, 1),
+            ),
+        ),
+        (
+            "reserved_in_header",
+            hs256(r#"{"alg":"HS256","x":{"\u0024serde_json::private::RawValue":"1"}}"#, &hmac_claims),
+        ),
         ("payload_array", hs256(r#"{"alg":"HS256"}"#, "[]")),
         ("payload_null", hs256(r#"{"alg":"HS256"}"#, "null")),
         (
@@ -192,7 +216,10 @@ async fn main() {
         k["key_ops"] = json!(["sign"]);
         k
     });
-    with("rsa_small", json!({"kty": "RSA", "kid": "small", "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB"}));
+    with(
+        "rsa_small",
+        json!({"kty": "RSA", "kid": "small", "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB"}),
+    );
     with("rsa_private", {
         let mut k = rsa.clone();
         k["d"] = json!("AAAA");
@@ -228,11 +255,30 @@ async fn main() {
     write("discovery_document", "google_like", doc("https://accounts.example.com", google_like.clone()));
     write("discovery_document", "keycloak_like", doc("https://sso.example.com/realms/main", keycloak_like));
     write("discovery_document", "trailing_slash_mismatch", doc("https://accounts.example.com/", google_like));
-    write("discovery_document", "wrong_issuer", doc("https://idp.example.com", json!({"issuer": "https://evil.example.com", "jwks_uri": "https://evil.example.com/jwks"})));
+    write(
+        "discovery_document",
+        "wrong_issuer",
+        doc(
+            "https://idp.example.com",
+            json!({"issuer": "https://evil.example.com", "jwks_uri": "https://evil.example.com/jwks"}),
+        ),
+    );
     write("discovery_document", "issuer_not_string", doc("https://idp.example.com", json!({"issuer": 1})));
-    write("discovery_document", "no_jwks_uri", doc("https://idp.example.com", json!({"issuer": "https://idp.example.com"})));
-    write("discovery_document", "issuer_with_query", doc("https://idp.example.com/?a=b", json!({"issuer": "https://idp.example.com/?a=b"})));
-    write("discovery_document", "dup_issuer", "https://idp.example.com\n{\"issuer\":\"https://evil.example.com\",\"issuer\":\"https://idp.example.com\"}");
+    write(
+        "discovery_document",
+        "no_jwks_uri",
+        doc("https://idp.example.com", json!({"issuer": "https://idp.example.com"})),
+    );
+    write(
+        "discovery_document",
+        "issuer_with_query",
+        doc("https://idp.example.com/?a=b", json!({"issuer": "https://idp.example.com/?a=b"})),
+    );
+    write(
+        "discovery_document",
+        "dup_issuer",
+        "https://idp.example.com\n{\"issuer\":\"https://evil.example.com\",\"issuer\":\"https://idp.example.com\"}",
+    );
 
     // Route patterns and paths: "pattern\npath".
     for (name, pair) in [

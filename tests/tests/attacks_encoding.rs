@@ -11,7 +11,7 @@
 
 mod attacks_support;
 
-use attacks_support::{Gate, T0, b64, hmac_claims, hmac_claims_open, hs256, with_signature};
+use attacks_support::{AUDIENCE, Gate, T0, b64, hmac_claims, hmac_claims_open, hs256, with_signature};
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::json;
 use tokengate::error::Rejection::*;
@@ -373,6 +373,74 @@ refused_raw!(
     HS256,
     format!(r#"{},"nbf":{T0},"nbf":{}}}"#, hmac_claims_open(), T0 + 3600)
 );
+
+// =================================================================================================
+// Member names serde_json reserves for itself. With its `raw_value` feature (on whenever axum's
+// `json` feature is) `serde_json::Value` reads `{"$serde_json::private::RawValue":"\"admin\""}`
+// as the string "admin", and with `arbitrary_precision` it reads `$serde_json::private::Number`
+// objects as numbers: an app reading `Principal::claims()` would see another claim than the one
+// verified. tokengate refuses such a name in any object at any depth, escaped or not.
+// =================================================================================================
+
+refused_raw!(
+    /// A role that `Value` would read as the string "admin".
+    reserved_raw_value_name_in_a_custom_claim_is_refused,
+    Malformed,
+    HS256,
+    format!(r#"{},"role":{{"$serde_json::private::RawValue":"\"admin\""}}}}"#, hmac_claims_open())
+);
+refused_raw!(
+    /// An audience that `Value` would read as ours.
+    reserved_raw_value_name_as_the_audience_is_refused,
+    Malformed,
+    HS256,
+    hmac_claims()
+        .replace(&format!(r#""aud":"{AUDIENCE}""#), &format!(r#""aud":{{"$serde_json::private::RawValue":"\"{AUDIENCE}\""}}"#))
+);
+refused_raw!(
+    reserved_number_name_is_refused,
+    Malformed,
+    HS256,
+    format!(r#"{},"n":{{"$serde_json::private::Number":"1"}}}}"#, hmac_claims_open())
+);
+refused_raw!(
+    /// `\u0024` is `$`: the name is compared after unescaping.
+    reserved_name_with_an_escape_is_refused,
+    Malformed,
+    HS256,
+    format!(r#"{},"x":[{{"\u0024serde_json::private::RawValue":"1"}}]}}"#, hmac_claims_open())
+);
+refused_raw!(
+    reserved_name_at_the_top_level_is_refused,
+    Malformed,
+    HS256,
+    format!(r#"{},"$serde_json::private::RawValue":"{{}}"}}"#, hmac_claims_open())
+);
+refused_raw!(
+    reserved_name_in_the_header_is_refused,
+    Malformed,
+    r#"{"alg":"HS256","x":{"$serde_json::private::RawValue":"1"}}"#,
+    hmac_claims()
+);
+
+#[tokio::test]
+async fn reserved_name_in_a_signed_rs256_token_is_refused() {
+    let gate = Gate::start().await;
+    let token =
+        gate.issuer.token().claim("role", json!({"$serde_json::private::RawValue": "\"admin\""})).sign();
+    gate.assert_rejected(&token, Malformed).await;
+}
+
+#[tokio::test]
+async fn names_that_only_resemble_the_reserved_prefix_are_accepted() {
+    // Control: ordinary members, passed to the app as they are.
+    let gate = Gate::start_hmac(None).await;
+    let payload = format!(
+        r#"{},"role":{{"$serde_json::privat":"a","serde_json::private::RawValue":"b","$Serde_json::private::RawValue":"c"}}}}"#,
+        hmac_claims_open()
+    );
+    gate.assert_accepted(&hs256(HS256, &payload)).await;
+}
 
 // =================================================================================================
 // RFC 8725 §3.7 "Use UTF-8", and JSON that is not a claims object: non-object payloads and

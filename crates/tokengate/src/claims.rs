@@ -345,8 +345,10 @@ impl Principal {
     /// the first call for this request, then kept; prefer [`claims_as`](Self::claims_as) for
     /// a typed view, which reads the text directly.
     pub fn claims(&self) -> &Value {
-        // The text was parsed once already, as an object; a failure here cannot happen, and
-        // `Null` would still be a safe answer (no claim present).
+        // The verifier (or the introspection client) parsed this text already and refused
+        // duplicates and the member names `serde_json` reserves, so `Value` reads it as the
+        // same object the checks read; a failure cannot happen, and `Null` would still be a
+        // safe answer (no claim present).
         self.0.parsed.get_or_init(|| serde_json::from_str(self.0.facts.claims_json()).unwrap_or(Value::Null))
     }
 

@@ -126,8 +126,8 @@ pub(crate) fn basic_credentials(client_id: &str, secret: &str) -> String {
 
 /// Reads an introspection response strictly.
 pub(crate) fn parse_answer(body: &[u8]) -> Result<Answer, Outage> {
-    // Strict like a token's claims: a duplicate `active` (or any member) would let the parser,
-    // not the issuer, decide what the answer says.
+    // Strict like a token's claims: a duplicate `active` (or any member), or a member name
+    // serde_json reserves, would let the parser, not the issuer, decide what the answer says.
     let members = crate::jwt::strict_object(body)
         .map_err(|_| Outage::Invalid("not a JSON object with unique member names".into()))?;
     match members.get("active") {
@@ -161,6 +161,8 @@ mod tests {
             br#"{"active":1}"#,
             br#"{"active":true,"active":false}"#,
             br#"{"active":false,"scope":"a","scope":"admin"}"#,
+            br#"{"$serde_json::private::RawValue":"{\"active\":true}"}"#,
+            br#"{"active":true,"role":{"$serde_json::private::RawValue":"\"admin\""}}"#,
         ] {
             assert!(
                 matches!(parse_answer(bad), Err(Outage::Invalid(_))),

@@ -6,10 +6,20 @@
 //! after the signature itself. This parse keeps only the members it names (as [`Member`]s that
 //! borrow from the text), parses every other member's value as fully as `serde_json::Value`
 //! would (escapes, surrogates, number ranges, nesting depth) and drops it, and refuses a
-//! duplicate member name at the top level, known or not, compared after unescaping. So it
-//! accepts exactly the objects [`strict_object`](super::strict_object) accepts (the tests
-//! compare the two), and the verifier never disagrees with the tools that print a token's
-//! members about which tokens are well formed.
+//! duplicate member name at the top level, known or not, compared after unescaping.
+//!
+//! [`strict_object`] is the other parse of the same texts: a whole `serde_json::Map`, for the
+//! tools that print a token's members, for the receivers and for introspection answers. The two
+//! accept exactly the same texts (unit tests and a property test compare them), so the verifier
+//! never disagrees with the rest of the crate about which tokens are well formed.
+//!
+//! Both refuse any object, at any depth, with a member name that starts with
+//! `$serde_json::private::`. `serde_json` reserves those names: with its `raw_value` feature
+//! (which `axum`'s `json` feature turns on) `serde_json::Value` reads
+//! `{"$serde_json::private::RawValue":"\"admin\""}` as the string `"admin"`, and with
+//! `arbitrary_precision` it reads `$serde_json::private::Number` objects as numbers. A claim
+//! that one parser sees as an object and another as a string is a parser differential, the
+//! kind of bypass RFC 8725 §3.7 warns about; no issuer has a reason to send such a name.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -121,6 +131,19 @@ members!(
     }
 );
 
+/// The prefix of the member names `serde_json` reserves for itself (see the module docs).
+const RESERVED_PREFIX: &str = "$serde_json::private::";
+
+/// Whether `name` is one of the member names `serde_json` reserves; an object with one is
+/// malformed.
+fn reserved(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
+fn reserved_name<E: de::Error>() -> E {
+    de::Error::custom("member name reserved by serde_json")
+}
+
 /// Parses `json`, a JSON object without duplicate member names at its top level, into `M`.
 pub(crate) fn parse<'a, M: Members<'a>>(json: &'a str) -> Result<M, Rejection> {
     serde_json::from_str::<Strict<M>>(json).map(|strict| strict.0).map_err(|_| Rejection::Malformed)
@@ -146,6 +169,9 @@ impl<'de, M: Members<'de>> Deserialize<'de> for Strict<M> {
                 // (sorting: a token may have a thousand members; comparing all pairs would not do).
                 let mut others: Vec<Cow<'de, str>> = Vec::new();
                 while let Some(Name(name)) = access.next_key()? {
+                    if reserved(&name) {
+                        return Err(reserved_name());
+                    }
                     match members.slot(&name) {
                         Some(Some(_)) => return Err(duplicate()),
                         Some(slot) => *slot = Some(access.next_value()?),
@@ -260,7 +286,12 @@ struct Checked;
 
 impl Checked {
     fn drain_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<Checked, A::Error> {
-        while access.next_entry::<Checked, Checked>()?.is_some() {}
+        while let Some(Name(name)) = access.next_key()? {
+            if reserved(&name) {
+                return Err(reserved_name());
+            }
+            access.next_value::<Checked>()?;
+        }
         Ok(Checked)
     }
 }
@@ -316,6 +347,120 @@ impl<'de> Deserialize<'de> for Checked {
     }
 }
 
+/// Parses a JSON object, refusing duplicate member names at its top level (RFC 8725 §3.7 /
+/// RFC 7515 §5.2: a duplicate makes the meaning depend on the parser) and reserved member
+/// names at any depth (see the module docs).
+pub(crate) fn strict_object(json: &[u8]) -> Result<Map<String, Value>, Rejection> {
+    struct StrictObject(Map<String, Value>);
+
+    impl<'de> Deserialize<'de> for StrictObject {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct StrictObjectVisitor;
+
+            impl<'de> Visitor<'de> for StrictObjectVisitor {
+                type Value = StrictObject;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+
+                fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
+                    let mut map = Map::new();
+                    while let Some(Name(name)) = access.next_key()? {
+                        if reserved(&name) {
+                            return Err(reserved_name());
+                        }
+                        let Plain(value) = access.next_value()?;
+                        // One search of the map per member: the entry says whether it is new.
+                        match map.entry(name.into_owned()) {
+                            serde_json::map::Entry::Vacant(slot) => {
+                                slot.insert(value);
+                            }
+                            serde_json::map::Entry::Occupied(_) => {
+                                return Err(de::Error::custom("duplicate member name"));
+                            }
+                        }
+                    }
+                    Ok(StrictObject(map))
+                }
+            }
+
+            d.deserialize_map(StrictObjectVisitor)
+        }
+    }
+
+    serde_json::from_slice::<StrictObject>(json).map(|o| o.0).map_err(|_| Rejection::Malformed)
+}
+
+/// A `serde_json::Value` built the way `Value` builds itself, except that an object with a
+/// reserved member name is refused instead of being read as a raw value or a number.
+struct Plain(Value);
+
+impl<'de> Deserialize<'de> for Plain {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PlainVisitor;
+
+        impl<'de> Visitor<'de> for PlainVisitor {
+            type Value = Plain;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Plain, E> {
+                Ok(Plain(Value::Bool(b)))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Plain, E> {
+                Ok(Plain(Value::Null))
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Plain, E> {
+                Ok(Plain(Value::Number(n.into())))
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Plain, E> {
+                Ok(Plain(Value::Number(n.into())))
+            }
+
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Plain, E> {
+                Ok(Plain(Number::from_f64(n).map_or(Value::Null, Value::Number)))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Plain, E> {
+                Ok(Plain(Value::String(s.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Plain, E> {
+                Ok(Plain(Value::String(s)))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Plain, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Plain(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Plain(Value::Array(items)))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Plain, A::Error> {
+                let mut map = Map::new();
+                while let Some(Name(name)) = access.next_key()? {
+                    if reserved(&name) {
+                        return Err(reserved_name());
+                    }
+                    let Plain(value) = access.next_value()?;
+                    // As `Value` does below the top level: a later duplicate wins.
+                    map.insert(name.into_owned(), value);
+                }
+                Ok(Plain(Value::Object(map)))
+            }
+        }
+
+        d.deserialize_any(PlainVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,10 +512,36 @@ mod tests {
         "",
         "{\"x\":\"\u{feff}\"}",
         "\u{feff}{}",
+        r#"{"x":{"$serde_json::private::RawValue":1}}"#,
+        r#"{"x":{"$serde_json::private::RawValue":"\"api\""}}"#,
+        r#"{"aud":{"$serde_json::private::RawValue":"\"api\""}}"#,
+        r#"{"$serde_json::private::RawValue":"{}"}"#,
+        r#"{"x":{"$serde_json::private::Number":"1"}}"#,
+        r#"{"x":{"\u0024serde_json::private::RawValue":"1"}}"#,
+        r#"{"x":[{"$serde_json::private::RawValue":"1"}]}"#,
+        r#"{"x":{"a":1,"$serde_json::private::Other":2}}"#,
+        r#"{"x":{"$serde_json::privat":1,"serde_json::private::":2}}"#,
+    ];
+
+    /// Objects with a member name `serde_json` reserves: refused by both parses, at any depth.
+    const RESERVED: &[&str] = &[
+        r#"{"x":{"$serde_json::private::RawValue":1}}"#,
+        r#"{"x":{"$serde_json::private::RawValue":"\"admin\""}}"#,
+        r#"{"role":{"$serde_json::private::RawValue":"\"admin\""}}"#,
+        r#"{"aud":{"$serde_json::private::RawValue":"\"api\""}}"#,
+        r#"{"alg":{"$serde_json::private::RawValue":"\"RS256\""}}"#,
+        r#"{"$serde_json::private::RawValue":"{}"}"#,
+        r#"{"$serde_json::private::Number":"1"}"#,
+        r#"{"x":{"$serde_json::private::Number":"1"}}"#,
+        r#"{"x":{"\u0024serde_json::private::RawValue":"1"}}"#,
+        r#"{"x":[{"$serde_json::private::RawValue":"1"}]}"#,
+        r#"{"aud":["a",{"$serde_json::private::RawValue":"1"}]}"#,
+        r#"{"x":{"a":1,"$serde_json::private::Other":2}}"#,
+        r#"{"x":{"y":{"z":[[{"$serde_json::private::RawValue":"null"}]]}}}"#,
     ];
 
     fn agree(json: &str) {
-        let by_map = super::super::strict_object(json.as_bytes()).is_ok();
+        let by_map = strict_object(json.as_bytes()).is_ok();
         let by_members = parse::<Claims<'_>>(json).is_ok();
         assert_eq!(by_members, by_map, "{json:?}");
         assert_eq!(parse::<Header<'_>>(json).is_ok(), by_map, "{json:?}");
@@ -391,6 +562,101 @@ mod tests {
             agree(&format!("{{\"aud\":{}1{}}}", "[".repeat(depth), "]".repeat(depth)));
             agree(&format!("{{\"a\":{}1{}}}", "{\"b\":".repeat(depth), "}".repeat(depth)));
         }
+    }
+
+    #[test]
+    fn reserved_member_names_are_refused_by_both_parses() {
+        for json in RESERVED {
+            assert_eq!(strict_object(json.as_bytes()).err(), Some(Rejection::Malformed), "{json:?}");
+            assert_eq!(parse::<Claims<'_>>(json).err(), Some(Rejection::Malformed), "{json:?}");
+            assert_eq!(parse::<Header<'_>>(json).err(), Some(Rejection::Malformed), "{json:?}");
+        }
+        // Names that only look like the reserved prefix are ordinary members.
+        let near = r#"{"x":{"$serde_json::privat":1,"serde_json::private::":2,"$Serde_json::private::":3}}"#;
+        assert!(strict_object(near.as_bytes()).is_ok());
+        assert!(parse::<Claims<'_>>(near).is_ok());
+    }
+
+    /// With `arbitrary_precision` on, `serde_json::Value` would keep `1e400` as a number where
+    /// the member parse reads an `f64`, and read `$serde_json::private::Number` objects as
+    /// numbers; if a dependency ever turns it on, this fails first.
+    #[test]
+    fn serde_json_arbitrary_precision_is_off() {
+        assert!(serde_json::from_str::<Value>("1e400").is_err());
+        assert!(serde_json::from_str::<Value>("18446744073709551616").unwrap().is_f64());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// The member parse and the map parse accept the same texts, on texts built from the
+        /// parts where parsers differ: escapes, surrogates, odd numbers, duplicates, reserved
+        /// names, nesting and stray bytes.
+        #[test]
+        fn member_parse_agrees_with_the_map_parse(json in json_like()) {
+            let by_map = strict_object(json.as_bytes()).is_ok();
+            proptest::prop_assert_eq!(parse::<Claims<'_>>(&json).is_ok(), by_map, "{:?}", json);
+            proptest::prop_assert_eq!(parse::<Header<'_>>(&json).is_ok(), by_map, "{:?}", json);
+        }
+    }
+
+    /// Texts that are JSON objects, or nearly: members drawn from known claim names, escaped
+    /// and reserved names, with values from a small grammar of tricky leaves.
+    fn json_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+
+        let name = prop_oneof![
+            Just("iss".to_owned()),
+            Just("aud".to_owned()),
+            Just("exp".to_owned()),
+            Just("alg".to_owned()),
+            Just("kid".to_owned()),
+            Just("crit".to_owned()),
+            Just("\\u0069ss".to_owned()),
+            Just("a".to_owned()),
+            Just("\\u0061".to_owned()),
+            Just("$serde_json::private::RawValue".to_owned()),
+            Just("\\u0024serde_json::private::Number".to_owned()),
+            Just("\\ud800".to_owned()),
+            "[a-z]{1,3}",
+        ];
+        let good_leaf = prop_oneof![
+            Just("1".to_owned()),
+            Just("-0".to_owned()),
+            Just("1e-400".to_owned()),
+            Just("18446744073709551616".to_owned()),
+            Just("-9223372036854775809".to_owned()),
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+            Just("\"s\"".to_owned()),
+            Just("\"\\ud83d\\ude00\"".to_owned()),
+            Just("\"\\\"admin\\\"\"".to_owned()),
+            "-?[0-9]{1,25}(\\.[0-9]{1,5})?([eE][+-]?[0-9]{1,3})?",
+        ];
+        let bad_leaf = prop_oneof![
+            Just("1e400".to_owned()),
+            Just("-1e400".to_owned()),
+            Just("01".to_owned()),
+            Just("1.".to_owned()),
+            Just("tru".to_owned()),
+            Just("\"\\ud800\"".to_owned()),
+            Just("\"\\q\"".to_owned()),
+            Just("\"a\tb\"".to_owned()),
+        ];
+        let leaf = prop_oneof![12 => good_leaf, 1 => bad_leaf];
+        let member = (name.clone(), leaf.clone()).prop_map(|(n, v)| format!("\"{n}\":{v}"));
+        let value = leaf.prop_recursive(4, 24, 4, move |inner| {
+            let member = (name.clone(), inner.clone()).prop_map(|(n, v)| format!("\"{n}\":{v}"));
+            prop_oneof![
+                proptest::collection::vec(inner, 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec(member, 0..4).prop_map(|ms| format!("{{{}}}", ms.join(","))),
+            ]
+        });
+        let top_member = prop_oneof![member, (Just("x"), value).prop_map(|(n, v)| format!("\"{n}\":{v}"))];
+        let tail =
+            prop_oneof![8 => Just(""), 1 => Just(" "), 1 => Just(","), 1 => Just("}"), 1 => Just(" x")];
+        (proptest::collection::vec(top_member, 0..6), tail)
+            .prop_map(|(members, tail)| format!("{{{}}}{tail}", members.join(",")))
     }
 
     #[test]
@@ -421,7 +687,7 @@ mod tests {
     #[test]
     fn from_map_reads_the_same_members() {
         let json = r#"{"iss":"i","aud":["a",true],"exp":5,"other":"o"}"#;
-        let map = super::super::strict_object(json.as_bytes()).unwrap();
+        let map = strict_object(json.as_bytes()).unwrap();
         let claims = Claims::from_map(&map);
         assert_eq!(claims.iss.as_ref().and_then(Member::as_str), Some("i"));
         assert!(

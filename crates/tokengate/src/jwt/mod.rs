@@ -12,6 +12,8 @@
 
 pub(crate) mod members;
 
+pub(crate) use members::strict_object;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,6 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::claims::{FactsSource, Principal, ScopeSource, TokenFacts, VerifiedBy};
@@ -127,42 +128,6 @@ fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
     // The standard engine refuses padding, the `+`/`/` alphabet, whitespace and non-zero
     // trailing bits, so every token has exactly one encoding.
     URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed)
-}
-
-/// Parses a JSON object, refusing duplicate member names at its top level (RFC 8725 §3.7 /
-/// RFC 7515 §5.2: a duplicate makes the meaning depend on the parser).
-pub(crate) fn strict_object(json: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    struct StrictObject(Map<String, Value>);
-
-    impl<'de> serde::Deserialize<'de> for StrictObject {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = StrictObject;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a JSON object")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
-                    let mut map = Map::new();
-                    while let Some((key, value)) = access.next_entry::<String, Value>()? {
-                        // One search of the map per member: the entry says whether it is new.
-                        match map.entry(key) {
-                            serde_json::map::Entry::Vacant(slot) => {
-                                slot.insert(value);
-                            }
-                            serde_json::map::Entry::Occupied(_) => {
-                                return Err(serde::de::Error::custom("duplicate member name"));
-                            }
-                        }
-                    }
-                    Ok(StrictObject(map))
-                }
-            }
-            d.deserialize_map(V)
-        }
-    }
-
-    serde_json::from_slice::<StrictObject>(json).map(|o| o.0).map_err(|_| Rejection::Malformed)
 }
 
 /// Why [`verify`] did not return a principal.
