@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Map, Value};
@@ -892,32 +894,15 @@ fn why_undecodable(token: &str) -> String {
             }
         }
     }
-    "the header or the payload repeats a member name (refused: parsers disagree on which wins)".to_owned()
+    "the header or the payload repeats a member name, or uses one serde_json reserves \
+     (`$serde_json::private::…`) (refused: parsers disagree on what such JSON means)"
+        .to_owned()
 }
 
-/// Strict unpadded base64url (RFC 4648 §5): no padding, no other alphabet, zero trailing bits.
+/// Strict unpadded base64url (RFC 4648 §5): no padding, no other alphabet, zero trailing bits;
+/// the same decoding the verifier uses.
 fn base64url(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // One leftover character (6 bits) cannot encode a byte; leftover bits must be zero.
-    (bits < 6 && acc == 0).then_some(out)
+    URL_SAFE_NO_PAD.decode(s).ok()
 }
 
 #[cfg(test)]
