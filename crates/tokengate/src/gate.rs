@@ -87,8 +87,13 @@ impl Gate {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Authorized, AuthError> {
-        let step = self.decide(method, path, headers);
-        self.resolve(method, path, headers, step).await
+        match self.decide(method, path, headers) {
+            Step::Done(result) => result,
+            // Boxed: the waiting paths' state (an introspection request in flight) is kilobytes,
+            // and a future that held it inline would be that large, and copied that much, on
+            // every request, decided at once or not.
+            step => Box::pin(self.resolve(method, path, headers, step)).await,
+        }
     }
 
     /// Finishes a decision that [`Gate::decide`] could not make without waiting.
