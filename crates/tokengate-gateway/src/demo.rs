@@ -196,7 +196,10 @@ async fn start_console(issuer: Issuer) -> std::io::Result<(SocketAddr, watch::Se
         Arc::default(),
         signal,
         Duration::ZERO,
-        move |request, _| revoke_at_issuer(issuer.clone(), request),
+        move |_| {
+            let issuer = issuer.clone();
+            move |request| revoke_at_issuer(issuer.clone(), request)
+        },
     ));
     Ok((addr, stop))
 }

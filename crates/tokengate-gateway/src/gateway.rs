@@ -17,7 +17,7 @@ use crate::config::{Frontend, ListenerChoice, Settings};
 use crate::forward_auth::ForwardAuth;
 use crate::http_util::Body;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, Shared};
+use crate::proxy::{ClientConnection, Proxy, Shared};
 use crate::receiver::Receivers;
 #[cfg(feature = "redis")]
 use crate::revocation_store::RevocationStore;
@@ -131,14 +131,20 @@ impl Gateway {
             metrics.main_connections.clone(),
             signal.clone(),
             grace,
-            move |request, peer| {
-                // The logout and security-event receivers share the main listener.
-                let receiver = receivers.route(ListenerChoice::Main, request.uri().path());
-                let frontend = frontend.clone();
-                async move {
-                    match receiver {
-                        Some(receiver) => receiver.handle(request).await,
-                        None => frontend.handle(request, peer).await,
+            move |peer| {
+                let receivers = receivers.clone();
+                let frontend = frontend.for_connection(peer);
+                move |request: Request<Incoming>| {
+                    // The logout and security-event receivers share the main listener.
+                    let receiver = receivers.route(ListenerChoice::Main, request.uri().path());
+                    let frontend = frontend.clone();
+                    async move {
+                        match receiver {
+                            // Boxed, so the rare receiver requests' state does not enlarge
+                            // every request's future.
+                            Some(receiver) => Box::pin(receiver.handle(request)).await,
+                            None => frontend.handle(request).await,
+                        }
                     }
                 }
             },
@@ -153,7 +159,10 @@ impl Gateway {
                 counters,
                 signal,
                 grace,
-                move |request, peer| admin.clone().handle(request, peer),
+                move |peer| {
+                    let admin = admin.clone();
+                    move |request| admin.clone().handle(request, peer)
+                },
             )));
         }
         #[cfg(not(feature = "redis"))]
@@ -196,10 +205,30 @@ enum MainHandler {
 }
 
 impl MainHandler {
-    async fn handle(self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// What serves the requests of one client connection from `peer`.
+    fn for_connection(&self, peer: SocketAddr) -> ConnectionHandler {
         match self {
-            MainHandler::Proxy(proxy) => proxy.handle(request, peer).await,
-            MainHandler::ForwardAuth(endpoint) => endpoint.handle(request, peer).await,
+            MainHandler::Proxy(proxy) => {
+                ConnectionHandler::Proxy(proxy.clone(), Arc::new(proxy.client(peer)))
+            }
+            MainHandler::ForwardAuth(endpoint) => ConnectionHandler::ForwardAuth(endpoint.clone(), peer),
+        }
+    }
+}
+
+/// The main listener's handler for one client connection: the proxy with its state for that
+/// connection, or the forward-auth endpoint.
+#[derive(Clone)]
+enum ConnectionHandler {
+    Proxy(Arc<Proxy>, Arc<ClientConnection>),
+    ForwardAuth(Arc<ForwardAuth>, SocketAddr),
+}
+
+impl ConnectionHandler {
+    async fn handle(self, request: Request<Incoming>) -> Response<Body> {
+        match self {
+            ConnectionHandler::Proxy(proxy, client) => proxy.handle(request, &client).await,
+            ConnectionHandler::ForwardAuth(endpoint, peer) => endpoint.handle(request, peer).await,
         }
     }
 }

@@ -42,21 +42,27 @@ pub fn from_bytes(response: Response<Bytes>) -> Response<Body> {
     response.map(full)
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection and never travel on.
-/// `Proxy-*` headers are removed by prefix as well.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Whether `name` (lower-case, as `HeaderName` is) is a hop-by-hop header (RFC 9110 §7.6.1),
+/// which describes one connection and never travels on. `Proxy-*` headers count as well.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    ) || name.starts_with("proxy-")
+}
 
 /// Removes the hop-by-hop headers, including every header the `Connection` header names.
+///
+/// One pass over the names, comparing strings: removing each listed name by `&str` would parse
+/// and hash it every time, twice per proxied request, whether or not it is there.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -68,14 +74,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in &named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    let proxy: Vec<HeaderName> =
-        headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-    for name in proxy {
-        headers.remove(name);
-    }
+    remove_where(headers, is_hop_by_hop);
 }
 
 /// Headers some frameworks and proxies read as "the real path or method": left in place, they

@@ -2,7 +2,8 @@
 //! command line, and the fuzz targets parse configurations with [`config`].
 //!
 //! Modules: [`config`] (the TOML file → checked settings), [`gateway`] (listeners, lifecycle),
-//! [`server`] (accept loop, limits, graceful shutdown), [`proxy`] (reverse proxy),
+//! [`server`] (accept loop, limits, graceful shutdown), [`proxy`] (reverse proxy) over
+//! [`upstream`] (its connections),
 //! [`forward_auth`] (nginx / Traefik / Caddy / Envoy endpoint), [`access`] (token source, CSRF,
 //! identity headers), [`admin`] (health, readiness, metrics, revocations), [`metrics`],
 //! [`demo`], [`explain`]; fleet-wide revocation: [`revocation_store`] (Redis, feature
@@ -26,3 +27,4 @@ pub mod receiver;
 pub mod revocation_store;
 pub mod security_events;
 pub mod server;
+pub mod upstream;

@@ -1,5 +1,6 @@
-//! The reverse proxy: decide, then forward to the upstream with a pooled client, streaming
-//! both bodies.
+//! The reverse proxy: decide, then forward to the upstream (over the client connection's own
+//! upstream connection, or the pool for HTTP/2 clients: [`crate::upstream`]), streaming both
+//! bodies.
 //!
 //! What the upstream receives: the method; the *normalised* path the rules matched (never the
 //! raw one) and the query as sent; the client's headers minus hop-by-hop headers, minus
@@ -15,8 +16,8 @@
 //! then the chain it sent, with its address appended. A client that talks to the gateway
 //! directly cannot plant addresses in the chain, and a proxy in front can be believed.
 //!
-//! The `upstream_response` timer starts when the request is handed to the pooled client and
-//! stops at the upstream's response head: it includes sending the request body, so a slow
+//! The `upstream_response` timer starts when the request is handed to the upstream connection
+//! (opening one counts) and stops at the upstream's response head: it includes sending the request body, so a slow
 //! upload counts against it. That keeps a client that trickles a body from holding an upstream
 //! connection for ever; uploads that take long need a larger value. The response body then
 //! streams with no deadline of its own.
@@ -26,22 +27,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokengate::Gate;
 
 use crate::access;
 use crate::config::{CookieSettings, IdentitySettings, IpNet, Timeouts, UpstreamUrl};
 use crate::http_util::{Body, json_error, remove_client_addresses, remove_hop_by_hop, remove_path_overrides};
 use crate::metrics::{Metrics, Outcome};
-
-/// How long an idle pooled upstream connection is kept: 60 s, under the usual 75 s of
-/// upstream keep-alive timeouts so the upstream is not the one closing mid-request.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::upstream::{Lane, Upstream};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -67,9 +62,20 @@ pub struct Proxy {
     shared: Shared,
     upstream_base: String,
     upstream_host: HeaderValue,
-    client: Client<HttpConnector, Incoming>,
+    upstream: Upstream,
     response_timeout: Duration,
     trusted_proxies: Vec<IpNet>,
+}
+
+/// What the proxy keeps for one client connection.
+#[derive(Debug)]
+pub struct ClientConnection {
+    /// The client's address, as `X-Forwarded-For` names it: formatted once per connection.
+    ip: HeaderValue,
+    /// Whether the client is one of `trusted_proxies`.
+    trusted: bool,
+    /// Its upstream connection, for its HTTP/1 requests.
+    lane: Arc<Lane>,
 }
 
 impl Proxy {
@@ -80,34 +86,47 @@ impl Proxy {
         timeouts: &Timeouts,
         trusted_proxies: Vec<IpNet>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.upstream_connect));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         let upstream_host = HeaderValue::from_str(upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Proxy {
             shared,
             upstream_base: upstream.base(),
             upstream_host,
-            client,
+            upstream: Upstream::new(upstream.authority.clone(), timeouts.upstream_connect),
             response_timeout: timeouts.upstream_response,
             trusted_proxies,
         }
     }
 
-    /// Handles one request and records it.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// The proxy's state for a new client connection from `peer`.
+    pub fn client(&self, peer: SocketAddr) -> ClientConnection {
+        let ip = peer.ip().to_canonical().to_string();
+        ClientConnection {
+            ip: HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            trusted: self.trusted_proxies.iter().any(|net| net.contains(peer.ip())),
+            lane: Arc::default(),
+        }
+    }
+
+    /// Handles one request from `client` and records it. HTTP/1 requests go over the client
+    /// connection's own upstream connection, HTTP/2 requests through the pool.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: &ClientConnection,
+    ) -> Response<Body> {
         let started = Instant::now();
-        let (response, outcome) = self.proxy(request, peer).await;
+        let (response, outcome) = self.proxy(request, client).await;
         self.shared.metrics.record(response.status(), outcome, started.elapsed());
         response
     }
 
-    async fn proxy(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, Outcome) {
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        client: &ClientConnection,
+    ) -> (Response<Body>, Outcome) {
+        let lane = (request.version() < Version::HTTP_2).then_some(&client.lane);
         let shared = &self.shared;
         let (parts, body) = request.into_parts();
         let decision = access::decide(
@@ -123,12 +142,12 @@ impl Proxy {
             Err(refusal) => return (refusal.response, refusal.outcome),
         };
 
-        // The path the rules matched, and the query exactly as sent.
+        // The path the rules matched, and the query exactly as sent, in origin form.
         let target = match parts.uri.query() {
-            Some(query) => format!("{}{}?{query}", self.upstream_base, authorized.path.as_str()),
-            None => format!("{}{}", self.upstream_base, authorized.path.as_str()),
+            Some(query) => PathAndQuery::try_from(format!("{}?{query}", authorized.path.as_str())),
+            None => PathAndQuery::try_from(authorized.path.as_str()),
         };
-        let Ok(uri) = target.parse::<Uri>() else {
+        let Ok(target) = target else {
             return (
                 json_error(
                     StatusCode::BAD_REQUEST,
@@ -157,8 +176,7 @@ impl Proxy {
                 access::remove_cookie(&mut headers, &cookies.name);
             }
         }
-        let trusted = self.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
-        set_forwarded(&mut headers, peer, trusted, original_host);
+        set_forwarded(&mut headers, &client.ip, client.trusted, original_host);
         headers.insert(header::HOST, self.upstream_host.clone());
         if let Some(principal) = &authorized.principal {
             shared.identity.inject(principal, &mut headers);
@@ -166,20 +184,18 @@ impl Proxy {
 
         let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
-        *upstream_request.uri_mut() = uri;
-        // The pooled client speaks HTTP/1.1 to the upstream, whatever the client spoke to us.
+        *upstream_request.uri_mut() = Uri::from(target);
+        // HTTP/1.1 to the upstream, whatever the client spoke to us.
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = headers;
 
-        match tokio::time::timeout(self.response_timeout, self.client.request(upstream_request)).await {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                let body = body.map_err(Into::into).boxed_unsync();
-                (Response::from_parts(parts, body), Outcome::Allowed)
+        match tokio::time::timeout(self.response_timeout, self.upstream.send(lane, upstream_request)).await {
+            Ok(Ok(mut response)) => {
+                remove_hop_by_hop(response.headers_mut());
+                (response, Outcome::Allowed)
             }
             Ok(Err(error)) => {
-                tracing::warn!(upstream = %self.upstream_base, error = %error_chain(&error), "upstream request failed");
+                tracing::warn!(upstream = %self.upstream_base, %error, "upstream request failed");
                 let description = if error.is_connect() {
                     "the upstream cannot be reached"
                 } else {
@@ -202,10 +218,10 @@ impl Proxy {
     }
 }
 
-/// `X-Forwarded-For`: the peer's address, after the chain it sent when it is `trusted`;
+/// `X-Forwarded-For`: the client's address `ip`, after the chain it sent when it is `trusted`;
 /// `-Proto` and `-Host`: ours, any inbound value dropped (the gateway terminates plain HTTP and
 /// knows the host it was asked).
-fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: bool, host: Option<HeaderValue>) {
+fn set_forwarded(headers: &mut HeaderMap, ip: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
     let previous: Vec<String> = if trusted {
         headers
             .get_all(&X_FORWARDED_FOR)
@@ -217,28 +233,19 @@ fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: bool, host:
     } else {
         Vec::new()
     };
-    let ip = peer.ip().to_canonical().to_string();
-    let chain = if previous.is_empty() { ip } else { format!("{}, {ip}", previous.join(", ")) };
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, value);
+    if previous.is_empty() {
+        headers.insert(X_FORWARDED_FOR, ip.clone());
+    } else if let Ok(ip) = ip.to_str()
+        && let Ok(chain) = HeaderValue::from_str(&format!("{}, {ip}", previous.join(", ")))
+    {
+        headers.insert(X_FORWARDED_FOR, chain);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     headers.remove(&X_FORWARDED_HOST);
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -254,14 +261,14 @@ mod tests {
             h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
             h
         };
-        let peer = "127.0.0.1:5000".parse().unwrap();
+        let ip = HeaderValue::from_static("127.0.0.1");
         let mut h = inbound();
-        set_forwarded(&mut h, peer, true, Some(HeaderValue::from_static("api.local")));
+        set_forwarded(&mut h, &ip, true, Some(HeaderValue::from_static("api.local")));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "api.local");
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = inbound();
-        set_forwarded(&mut h, peer, false, None);
+        set_forwarded(&mut h, &ip, false, None);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert!(!h.contains_key("x-forwarded-host"));
     }

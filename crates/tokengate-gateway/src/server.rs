@@ -101,17 +101,21 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Serves `listener` with `handler` until `shutdown` turns true, then drains for up to `grace`.
-pub async fn serve<H, F>(
+/// Serves `listener` until `shutdown` turns true, then drains for up to `grace`.
+/// `new_connection` is called with each client's address and returns what handles that
+/// connection's requests, so a connection can hold state of its own (the proxy's upstream
+/// connection).
+pub async fn serve<M, H, F>(
     name: &'static str,
     listener: TcpListener,
     limits: ServerLimits,
     connections: Arc<ConnectionCounters>,
     mut shutdown: ShutdownSignal,
     grace: Duration,
-    handler: H,
+    new_connection: M,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    M: Fn(SocketAddr) -> H,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -150,9 +154,9 @@ pub async fn serve<H, F>(
                 };
                 at_capacity = false;
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
+                let handler = new_connection(peer);
                 let service = service_fn(move |request| {
-                    let response = handler(request, peer);
+                    let response = handler(request);
                     async move { Ok::<_, Infallible>(response.await) }
                 });
                 let io = TokioIo::new(FirstBytes::new(stream, limits.header_read_timeout));

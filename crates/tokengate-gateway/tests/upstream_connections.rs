@@ -1,0 +1,263 @@
+//! The proxy's upstream connections, driven through the built binary against hand-written
+//! upstreams that count their connections: an HTTP/1 client connection keeps one upstream
+//! connection for all its requests, whatever the responses' framing; one the upstream closed
+//! is replaced; one whose response the client abandoned is closed, never reused; HTTP/2
+//! clients go through the pool.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Gateway, issuer_toml};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokengate_testkit::Issuer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn start_gateway(issuer: &Issuer, upstream: &str) -> Gateway {
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n\n{issuer}\n\n[[routes]]\npath = \"/*\"\nmode = \"public\"\n",
+        issuer = issuer_toml(issuer),
+    );
+    Gateway::start(&config, &[]).await
+}
+
+/// Reads one request head; `None` when the connection ends first (the requests these
+/// upstreams get have no body). Returns the request line.
+async fn next_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8(head).expect("an ASCII head");
+    Some(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// The response an upstream gives to a request line, chosen by its path (to `HEAD`, the head
+/// alone).
+fn answer(request_line: &str) -> &'static [u8] {
+    let mut words = request_line.split(' ');
+    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    if method == "HEAD" {
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n";
+    }
+    match path {
+        "/length" => b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nlength",
+        "/chunked" => {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nchu\r\n4\r\nnked\r\n0\r\n\r\n"
+        }
+        "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n",
+        "/zero" => b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nclose",
+        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    }
+}
+
+/// A hand-written upstream: where it listens, how many connections it accepted, and how many
+/// of them it has closed (or seen closed).
+struct Counting {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    closed: watch::Receiver<usize>,
+}
+
+/// An upstream that answers every request on a connection until the client closes it, or
+/// after `per_connection` requests closes it itself.
+async fn counting_upstream(per_connection: Option<usize>) -> Counting {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (closed_tx, closed) = watch::channel(0);
+    let closed_tx = Arc::new(closed_tx);
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut served = 0;
+                while let Some(line) = next_head(&mut stream).await {
+                    if stream.write_all(answer(&line)).await.is_err() {
+                        break;
+                    }
+                    served += 1;
+                    if line.contains("/close") || per_connection == Some(served) {
+                        break;
+                    }
+                }
+                drop(stream);
+                closed_tx.send_modify(|n| *n += 1);
+            });
+        }
+    });
+    Counting { url, accepted, closed }
+}
+
+/// One HTTP/1 client connection to `gateway`: exactly one, unlike a pooled client.
+async fn client_connection(gateway: &Gateway) -> http1::SendRequest<Empty<Bytes>> {
+    let addr = gateway.url().trim_start_matches("http://").to_owned();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Sends `method path` on `sender`; the status and body.
+async fn exchange(sender: &mut http1::SendRequest<Empty<Bytes>>, method: &str, path: &str) -> (u16, String) {
+    sender.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "gateway")
+        .body(Empty::new())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(request)).await.unwrap().unwrap();
+    let status = response.status().as_u16();
+    let body = tokio::time::timeout(WAIT, response.into_body().collect()).await.unwrap().unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_connection_keeps_one_upstream_connection_whatever_the_framing() {
+    let issuer = Issuer::start().await;
+    let upstream = counting_upstream(None).await;
+    let gw = start_gateway(&issuer, &upstream.url).await;
+
+    let mut client = client_connection(&gw).await;
+    let expected = [
+        ("GET", "/length", 200, "length"),
+        ("GET", "/chunked", 200, "chunked"),
+        ("GET", "/empty", 204, ""),
+        ("GET", "/zero", 200, ""),
+        ("HEAD", "/length", 200, ""),
+        ("GET", "/length", 200, "length"),
+    ];
+    for (method, path, status, body) in expected {
+        assert_eq!(exchange(&mut client, method, path).await, (status, body.to_owned()), "{method} {path}");
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "one client connection, one upstream connection");
+
+    // Another client connection has its own.
+    let mut other = client_connection(&gw).await;
+    assert_eq!(exchange(&mut other, "GET", "/length").await, (200, "length".to_owned()));
+    assert_eq!(exchange(&mut client, "GET", "/length").await, (200, "length".to_owned()));
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(*upstream.closed.borrow(), 0);
+
+    // A client connection that ends takes its upstream connection with it.
+    drop(other);
+    let mut closed = upstream.closed.clone();
+    tokio::time::timeout(WAIT, closed.wait_for(|n| *n == 1)).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_connection_the_upstream_closed_is_replaced() {
+    let issuer = Issuer::start().await;
+    // One request per connection, then closed without a word: the gateway finds it closed
+    // when the next request comes.
+    let mut upstream = counting_upstream(Some(1)).await;
+    let gw = start_gateway(&issuer, &upstream.url).await;
+    let mut client = client_connection(&gw).await;
+    for round in 1..=3 {
+        assert_eq!(
+            exchange(&mut client, "GET", "/length").await,
+            (200, "length".to_owned()),
+            "round {round}"
+        );
+        tokio::time::timeout(WAIT, upstream.closed.wait_for(|n| *n == round)).await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 3);
+
+    // A response that says `connection: close`: the next request opens a new connection too.
+    let upstream = counting_upstream(None).await;
+    let gw = start_gateway(&issuer, &upstream.url).await;
+    let mut client = client_connection(&gw).await;
+    assert_eq!(exchange(&mut client, "GET", "/close").await, (200, "close".to_owned()));
+    assert_eq!(exchange(&mut client, "GET", "/length").await, (200, "length".to_owned()));
+    assert_eq!(exchange(&mut client, "GET", "/length").await, (200, "length".to_owned()));
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_response_closes_its_upstream_connection() {
+    const CHUNK: usize = 64 * 1024;
+    let issuer = Issuer::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    // The first connection streams an endless chunked body and reports when it can no longer
+    // write; later connections answer normally.
+    let (ended, mut ended_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            next_head(&mut stream).await.unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+            let chunk = [format!("{CHUNK:x}\r\n").into_bytes(), vec![b'x'; CHUNK], b"\r\n".to_vec()].concat();
+            while stream.write_all(&chunk).await.is_ok() {}
+            // Written to its end, the connection would be asked for a second request instead.
+            let _ = ended.send(next_head(&mut stream).await);
+        });
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Some(line) = next_head(&mut stream).await {
+                    let _ = stream.write_all(answer(&line)).await;
+                }
+            });
+        }
+    });
+    let gw = start_gateway(&issuer, &upstream).await;
+
+    abandon_a_response(client_connection(&gw).await).await;
+    let second_request =
+        tokio::time::timeout(WAIT, ended_rx.recv()).await.expect("the upstream connection stays open");
+    assert_eq!(second_request, Some(None), "the abandoned connection was reused");
+
+    let mut fresh = client_connection(&gw).await;
+    assert_eq!(exchange(&mut fresh, "GET", "/length").await, (200, "length".to_owned()));
+}
+
+/// Sends a request, reads a little of the response body, then drops the client connection.
+async fn abandon_a_response(mut client: http1::SendRequest<Empty<Bytes>>) {
+    client.ready().await.unwrap();
+    let request =
+        http::Request::builder().uri("/stream").header("host", "gateway").body(Empty::new()).unwrap();
+    let response = tokio::time::timeout(WAIT, client.send_request(request)).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame()).await.unwrap().unwrap().unwrap();
+    assert!(first.data_ref().is_some_and(|data| !data.is_empty()));
+    // Dropping the body and the sender ends the client connection's task, which closes it.
+    drop(body);
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_clients_share_the_pool() {
+    let issuer = Issuer::start().await;
+    let upstream = counting_upstream(None).await;
+    let gw = start_gateway(&issuer, &upstream.url).await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    for path in ["/length", "/chunked", "/length"] {
+        let response = h2.get(format!("{}{path}", gw.url())).send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), path.trim_start_matches('/'));
+    }
+    assert_eq!(
+        upstream.accepted.load(Ordering::SeqCst),
+        1,
+        "sequential HTTP/2 requests reuse a pooled connection"
+    );
+}
