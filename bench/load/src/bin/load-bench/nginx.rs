@@ -9,7 +9,8 @@ use crate::Error;
 use crate::process::{self, Managed};
 
 /// Idle keep-alive connections nginx keeps to the upstream per worker: above the 32 client
-/// connections, so every request reuses one (as the gateway's pooled client does).
+/// connections, so every request reuses one (as the gateway does: one upstream connection per
+/// client connection).
 const UPSTREAM_KEEPALIVE: u32 = 64;
 
 /// `worker_connections`: client plus upstream connections per worker, with room to spare.
