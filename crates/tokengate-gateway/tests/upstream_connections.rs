@@ -261,3 +261,33 @@ async fn http2_clients_share_the_pool() {
         "sequential HTTP/2 requests reuse a pooled connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_over_one_upstream_connection() {
+    let issuer = Issuer::start().await;
+    let upstream = counting_upstream(None).await;
+    let gw = start_gateway(&issuer, &upstream.url).await;
+    let addr = gw.url().trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // Three requests in one write: the gateway answers them one after the other, and never
+    // sends a request on an upstream connection whose previous response is still being read.
+    stream
+        .write_all(
+            b"GET /chunked HTTP/1.1\r\nhost: gw\r\n\r\nGET /length HTTP/1.1\r\nhost: gw\r\n\r\nGET /zero HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let statuses = answer.matches("HTTP/1.1 200 OK").count();
+    assert_eq!(statuses, 3, "{answer}");
+    let chunked = answer.find("chu").expect("the chunked body");
+    let length = answer.find("length").expect("the second body");
+    assert!(chunked < length, "answered out of order: {answer}");
+    assert!(
+        answer.ends_with("content-length: 0\r\n\r\n") || answer.contains("content-length: 0"),
+        "{answer}"
+    );
+    assert!(upstream.accepted.load(Ordering::SeqCst) >= 1);
+}
