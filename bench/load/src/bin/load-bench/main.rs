@@ -50,8 +50,14 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// estimate. The first passes are counted apart.
 const IN_PROCESS_RUNS_PER_WORKER_COUNT: u64 = 7;
 
-/// Measured runs per worker count of the proxy group (upstream direct, nginx, the gateway).
+/// Measured runs per worker count of the proxy group (upstream direct, nginx, the gateway):
+/// each is [`PROXY_ROUNDS`] runs of a third of `--duration`, so the group takes as long.
 const PROXY_RUNS_PER_WORKER_COUNT: u64 = 3;
+
+/// Rounds of the proxy group: the upstream direct, nginx and the gateway run side by side and
+/// are measured in turns, one short run each per round (the order rotating), so a slow minute
+/// of a shared machine falls on all three alike; their rows take the median round.
+const PROXY_ROUNDS: usize = 3;
 
 /// Short first passes over the distinct tokens per worker count (tokengate, jwt-authorizer).
 const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2;
@@ -221,7 +227,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
         warm_token,
         warm_file,
         distinct_file,
-        report: Report { rows: Vec::new(), tokens: cli.tokens, ticks_per_second },
+        report: Report { tokens: cli.tokens, ticks_per_second, ..Report::default() },
     };
     for &workers in &cli.workers {
         if cli.runs(Group::InProcess) {
@@ -430,6 +436,22 @@ impl Bench<'_> {
         tokens: &Path,
         first_pass: bool,
     ) -> Result<(), Error> {
+        let duration = Duration::from_secs(self.cli.duration);
+        let row = self.sample(kind, workers, target, tokens, duration, first_pass)?;
+        self.report.rows.push(row);
+        Ok(())
+    }
+
+    /// One wrk run of `duration` against `target`, as a row.
+    fn sample(
+        &self,
+        kind: Kind,
+        workers: usize,
+        target: &Target<'_>,
+        tokens: &Path,
+        duration: Duration,
+        first_pass: bool,
+    ) -> Result<Row, Error> {
         let label = format!("{kind:?}, {workers} worker(s)");
         for process in &target.processes {
             // A server that died during the warm-up would be measured as zero CPU.
@@ -440,13 +462,12 @@ impl Bench<'_> {
         let ticks = |processes: &[&Managed]| -> Result<u64, Error> {
             processes.iter().map(|process| process::cpu_ticks(process.pid())).sum()
         };
-        eprintln!("load-bench: {label}: measuring {} s", self.cli.duration);
+        eprintln!("load-bench: {label}: measuring {} s", duration.as_secs());
         let before = ticks(&target.processes)?;
-        let result =
-            self.load.run(&label, &target.url, tokens, Duration::from_secs(self.cli.duration), first_pass)?;
+        let result = self.load.run(&label, &target.url, tokens, duration, first_pass)?;
         let after = ticks(&target.processes)?;
         let cpu_seconds = after.saturating_sub(before) as f64 / self.report.ticks_per_second as f64;
-        self.report.rows.push(Row {
+        Ok(Row {
             kind,
             workers,
             rps: result.rps(),
@@ -455,8 +476,7 @@ impl Bench<'_> {
             cpu_us_per_req: cpu_seconds * 1e6 / result.requests as f64,
             requests: result.requests,
             seconds: result.duration.as_secs_f64(),
-        });
-        Ok(())
+        })
     }
 
     /// A fresh `load-server` for one scenario: start, check, warm up, measure.
@@ -510,30 +530,57 @@ impl Bench<'_> {
         self.measure(later, workers, &target, &tokens, false)
     }
 
-    /// One bare upstream; measured directly, then behind nginx (no auth), then behind the
-    /// gateway (warm token). Each proxy is a fresh process; the upstream is the same.
+    /// One bare upstream, nginx (no auth) and the gateway (warm token) in front of it, all
+    /// running at once: each checked and warmed up, then [`PROXY_ROUNDS`] rounds in which the
+    /// upstream directly, nginx and the gateway are each measured for a third of `--duration`,
+    /// in an order that rotates. Each one's row is its median round by req/s, with CPU per
+    /// request over all its rounds; the gateway's ratio to nginx is the median of the rounds'
+    /// ratios, each from two runs seconds apart.
     fn proxy_scenarios(&mut self, workers: usize) -> Result<(), Error> {
         let (upstream, upstream_addr) = self.start_server("upstream", ServerMode::Bare, workers)?;
-        let direct = Target { processes: vec![&upstream], url: format!("http://{upstream_addr}{API_PATH}") };
-        self.check(&direct.url, false)?;
-        self.warm_up(&format!("{:?}, {workers} worker(s)", Kind::UpstreamDirect), &direct)?;
-        let warm = self.warm_file.clone();
-        self.measure(Kind::UpstreamDirect, workers, &direct, &warm, false)?;
-
-        {
-            let (nginx, addr) = nginx::start(&self.cli.nginx, &self.dir, workers, upstream_addr)?;
-            let target =
-                Target { processes: vec![&nginx, &upstream], url: format!("http://{addr}{API_PATH}") };
-            self.check(&target.url, false)?;
-            self.warm_up(&format!("{:?}, {workers} worker(s)", Kind::Nginx), &target)?;
-            self.measure(Kind::Nginx, workers, &target, &warm, false)?;
+        let (nginx, nginx_addr) = nginx::start(&self.cli.nginx, &self.dir, workers, upstream_addr)?;
+        let (gateway, gateway_addr) = self.start_gateway(workers, upstream_addr)?;
+        let targets = [
+            (
+                Kind::UpstreamDirect,
+                Target { processes: vec![&upstream], url: format!("http://{upstream_addr}{API_PATH}") },
+            ),
+            (
+                Kind::Nginx,
+                Target { processes: vec![&nginx, &upstream], url: format!("http://{nginx_addr}{API_PATH}") },
+            ),
+            (
+                Kind::Gateway,
+                Target {
+                    processes: vec![&gateway, &upstream],
+                    url: format!("http://{gateway_addr}{API_PATH}"),
+                },
+            ),
+        ];
+        for (kind, target) in &targets {
+            self.check(&target.url, *kind == Kind::Gateway)?;
+            self.warm_up(&format!("{kind:?}, {workers} worker(s)"), target)?;
         }
-
-        let (gateway, addr) = self.start_gateway(workers, upstream_addr)?;
-        let target = Target { processes: vec![&gateway, &upstream], url: format!("http://{addr}{API_PATH}") };
-        self.check(&target.url, true)?;
-        self.warm_up(&format!("{:?}, {workers} worker(s)", Kind::Gateway), &target)?;
-        self.measure(Kind::Gateway, workers, &target, &warm, false)
+        let warm = self.warm_file.clone();
+        let slice = Duration::from_secs((self.cli.duration / PROXY_ROUNDS as u64).max(1));
+        let mut rounds: Vec<Vec<Row>> = vec![Vec::new(); targets.len()];
+        for round in 0..PROXY_ROUNDS {
+            for turn in 0..targets.len() {
+                let index = (round + turn) % targets.len();
+                let (kind, target) = &targets[index];
+                let row = self.sample(*kind, workers, target, &warm, slice, false)?;
+                rounds[index].push(row);
+            }
+        }
+        let ratios: Vec<f64> =
+            rounds[2].iter().zip(&rounds[1]).map(|(gateway, nginx)| gateway.rps / nginx.rps).collect();
+        for samples in rounds {
+            if let Some(row) = report::median_round(&samples) {
+                self.report.rows.push(row);
+            }
+        }
+        self.report.gateway_vs_nginx.push((workers, ratios));
+        Ok(())
     }
 
     /// Starts the gateway as a reverse proxy (every route `local`) in front of `upstream`, with
