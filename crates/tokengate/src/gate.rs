@@ -72,6 +72,9 @@ pub(crate) struct PendingIntrospection {
     path: NormalizedPath,
     requirement: Requirement,
     token: String,
+    /// The token's SHA-256 when local verification already computed it (for the
+    /// verified-token cache): the introspection cache is keyed by the same hash.
+    hash: Option<[u8; 32]>,
     /// The locally verified principal of a JWT; `None` for an opaque token.
     local: Option<Principal>,
 }
@@ -135,7 +138,8 @@ impl Gate {
             return Err(introspection_not_configured());
         };
         let exp = pending.local.as_ref().and_then(Principal::expires_at);
-        let verdict = introspector.check(&pending.token, exp).await.map_err(outage)?;
+        let hash = pending.hash.unwrap_or_else(|| token_hash(&pending.token));
+        let verdict = introspector.check(&pending.token, hash, exp).await.map_err(outage)?;
         let principal = match (&*verdict, pending.local) {
             (Verdict::Inactive, _) => return Err(AuthError::InvalidToken(Rejection::Inactive)),
             (Verdict::Active { scopes, .. }, Some(local)) => local.confirmed_by_introspection(scopes.clone()),
@@ -201,6 +205,7 @@ impl Gate {
                         path,
                         requirement: requirement.clone(),
                         token: token.to_owned(),
+                        hash: None,
                         local: None,
                     }))
                 }
@@ -254,6 +259,7 @@ impl Gate {
                 path,
                 requirement: requirement.clone(),
                 token: token.to_owned(),
+                hash: key,
                 local: Some(principal),
             }));
         }

@@ -434,11 +434,17 @@ impl Introspector {
         self.cache.entry_count()
     }
 
-    /// The verdict on `token`, from the cache or one (shared) call. The caller has made sure
-    /// a JWT is of [`issuer`](Self::issuer); `token_exp` is a JWT's `exp`, which caps the cache
-    /// lifetime.
-    pub(crate) async fn check(&self, token: &str, token_exp: Option<i64>) -> Result<Arc<Verdict>, Outage> {
-        let key = token_hash(token);
+    /// The verdict on `token`, from the cache or one (shared) call. `key` is the token's
+    /// SHA-256 ([`token_hash`]; the verified-token cache's key too, so a JWT is hashed once).
+    /// The caller has made sure a JWT is of [`issuer`](Self::issuer); `token_exp` is a JWT's
+    /// `exp`, which caps the cache lifetime.
+    pub(crate) async fn check(
+        &self,
+        token: &str,
+        key: [u8; 32],
+        token_exp: Option<i64>,
+    ) -> Result<Arc<Verdict>, Outage> {
+        debug_assert_eq!(key, token_hash(token));
         if let Some(cached) = self.cache.get(&key).await {
             if self.clock.now() < cached.expires_at {
                 self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
