@@ -233,19 +233,22 @@ fn set_forwarded(headers: &mut HeaderMap, ip: &HeaderValue, trusted: bool, host:
     } else {
         Vec::new()
     };
-    headers.remove(&X_FORWARDED_FOR);
-    if previous.is_empty() {
-        headers.insert(X_FORWARDED_FOR, ip.clone());
-    } else if let Ok(ip) = ip.to_str()
-        && let Ok(chain) = HeaderValue::from_str(&format!("{}, {ip}", previous.join(", ")))
-    {
-        headers.insert(X_FORWARDED_FOR, chain);
-    }
+    // `insert` replaces every value the client sent under the name.
+    let chain = if previous.is_empty() {
+        Some(ip.clone())
+    } else {
+        let chain = ip.to_str().map(|ip| format!("{}, {ip}", previous.join(", ")));
+        chain.ok().and_then(|chain| HeaderValue::from_str(&chain).ok())
+    };
+    match chain {
+        Some(chain) => headers.insert(X_FORWARDED_FOR, chain),
+        None => headers.remove(&X_FORWARDED_FOR),
+    };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.remove(&X_FORWARDED_HOST);
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
 }
 
 #[cfg(test)]
@@ -259,17 +262,23 @@ mod tests {
             h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
             h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
             h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            // Second copies, which must not survive either.
+            h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+            h.append("x-forwarded-host", HeaderValue::from_static("evil2"));
             h
         };
         let ip = HeaderValue::from_static("127.0.0.1");
         let mut h = inbound();
         set_forwarded(&mut h, &ip, true, Some(HeaderValue::from_static("api.local")));
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.7, 127.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-host"], "api.local");
+        assert_eq!(h.get_all("x-forwarded-host").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = inbound();
         set_forwarded(&mut h, &ip, false, None);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert!(!h.contains_key("x-forwarded-host"));
     }
 }
