@@ -195,7 +195,7 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Open, SendError> {
-        let address = self.authority.as_str();
+        let address = host_and_port(&self.authority);
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(SendError::Connect(error.into())),
@@ -206,6 +206,14 @@ impl Upstream {
             http1::handshake(TokioIo::new(stream)).await.map_err(|e| SendError::Connect(e.into()))?;
         Ok(Open { sender, connection: Box::new(connection) })
     }
+}
+
+/// Where to connect for `authority`: its host (an IPv6 literal without its brackets) and its
+/// port, 80 when it names none (as the pool's connector does).
+fn host_and_port(authority: &Authority) -> (&str, u16) {
+    let host = authority.host();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (host, authority.port_u16().unwrap_or(80))
 }
 
 /// Polls `future` to its end, polling `connection` alongside so its I/O happens; `closed`
@@ -306,5 +314,24 @@ impl Drop for LaneBody {
         // A body the server did not poll to its end because its length said it was complete
         // (or it was empty) is done; one dropped half read takes its connection with it.
         self.release_if_done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connects_to_the_authoritys_host_and_port_80_by_default() {
+        let of = |text: &str| {
+            let authority: Authority = text.parse().unwrap();
+            let (host, port) = host_and_port(&authority);
+            (host.to_owned(), port)
+        };
+        assert_eq!(of("backend:8080"), ("backend".to_owned(), 8080));
+        assert_eq!(of("backend"), ("backend".to_owned(), 80));
+        assert_eq!(of("127.0.0.1:9"), ("127.0.0.1".to_owned(), 9));
+        assert_eq!(of("[::1]:8080"), ("::1".to_owned(), 8080));
+        assert_eq!(of("[::1]"), ("::1".to_owned(), 80));
     }
 }

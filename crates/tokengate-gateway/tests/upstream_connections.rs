@@ -291,3 +291,16 @@ async fn pipelined_requests_are_answered_in_order_over_one_upstream_connection()
     );
     assert!(upstream.accepted.load(Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_named_by_host_name_is_resolved() {
+    let issuer = Issuer::start().await;
+    let upstream = counting_upstream(None).await;
+    // `localhost` may resolve to ::1 first, where nothing listens: the next address is tried.
+    let named = upstream.url.replace("127.0.0.1", "localhost");
+    let gw = start_gateway(&issuer, &named).await;
+    let mut client = client_connection(&gw).await;
+    assert_eq!(exchange(&mut client, "GET", "/length").await, (200, "length".to_owned()));
+    assert_eq!(exchange(&mut client, "GET", "/chunked").await, (200, "chunked".to_owned()));
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
+}
