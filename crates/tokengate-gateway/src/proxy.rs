@@ -145,7 +145,7 @@ impl Proxy {
         // The path the rules matched, and the query exactly as sent, in origin form.
         let target = match parts.uri.query() {
             Some(query) => PathAndQuery::try_from(format!("{}?{query}", authorized.path.as_str())),
-            None => PathAndQuery::try_from(authorized.path.as_str()),
+            None => PathAndQuery::try_from(authorized.path.into_string()),
         };
         let Ok(target) = target else {
             return (

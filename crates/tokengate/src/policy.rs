@@ -402,6 +402,11 @@ impl NormalizedPath {
         &self.0
     }
 
+    /// The normalised path, as an owned string (no copy).
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// The path's segments; a trailing `/` adds none.
     fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/').filter(|s| !s.is_empty())
