@@ -104,7 +104,7 @@ impl Proxy {
         ClientConnection {
             ip: HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             trusted: self.trusted_proxies.iter().any(|net| net.contains(peer.ip())),
-            lane: Arc::default(),
+            lane: Arc::new(self.upstream.lane()),
         }
     }
 

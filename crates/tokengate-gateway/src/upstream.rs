@@ -9,19 +9,30 @@
 //! itself: no lock, no hand-off. nginx's workers work the same way, one thread for both sides.
 //!
 //! A lane's connection is taken out for a request and put back when the response has been
-//! read to its end; a response dropped before its end (the client went away) closes it, since
-//! HTTP/1 cannot abandon a response half read. It ends with the client connection, when it has
-//! been idle for [`IDLE_TIMEOUT`], or when the upstream closes it. A request on a kept-alive
-//! connection that the upstream closed before the request was written is sent again on a new
-//! connection, once (as the pooled client does); one that was written is not, since the
-//! upstream may have acted on it. Upstream connections open: at most one per HTTP/1 client
-//! connection (so at most `max_connections`), plus the pool's.
+//! read to its end, provided the request body was sent to its end too and the connection is
+//! still open; a response dropped before its end (the client went away) closes it, since
+//! HTTP/1 cannot abandon a response half read. When the response head arrives before the
+//! request body has been sent (an upstream that answers an upload early, or streams both
+//! ways), the rest of that exchange is driven by a task of its own, as the pool would, and the
+//! connection is not reused: the client's task polls the upstream only while it writes the
+//! response, and must not be what the rest of the request body waits for.
+//!
+//! When its client connection ends, a lane's idle connection goes to a small list shared by
+//! all lanes ([`SHARED_IDLE`] at most), where a new client connection's lane looks first: a
+//! stream of short client connections (HTTP/1.0, `Connection: close`) reuses upstream
+//! connections instead of opening, and leaving in TIME_WAIT, one each. Idle connections older
+//! than [`IDLE_TIMEOUT`] are closed when found. A request on a kept-alive connection that the
+//! upstream closed before the request was written is sent again on a new connection, once (as
+//! the pooled client does); one that was written is not, since the upstream may have acted on
+//! it. Upstream connections open: at most one per HTTP/1 client connection (so at most
+//! `max_connections`), plus the shared idle ones, plus the pool's.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,27 +52,56 @@ use crate::http_util::{Body, BoxError};
 /// 75 s of upstream keep-alive timeouts so the upstream is not the one closing mid-request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-type UpstreamConnection = http1::Connection<TokioIo<TcpStream>, Incoming>;
+/// Idle upstream connections kept for lanes of new client connections, at most.
+pub const SHARED_IDLE: usize = 64;
+
+type UpstreamConnection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+
+/// Idle connections left by lanes whose client connection ended, newest last.
+type SharedIdle = Mutex<Vec<Idle>>;
 
 /// The upstream connection of one HTTP/1 client connection, while no request uses it.
-#[derive(Default)]
-pub struct Lane(Mutex<Option<Idle>>);
+pub struct Lane {
+    idle: Mutex<Option<Idle>>,
+    shared: Arc<SharedIdle>,
+}
 
 impl fmt::Debug for Lane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let idle = self.0.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).is_some();
         f.debug_struct("Lane").field("idle_connection", &idle).finish()
     }
 }
 
 impl Lane {
-    fn take(&self) -> Option<Idle> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    /// Its own idle connection, else the newest shared one; either only if idle for less
+    /// than [`IDLE_TIMEOUT`] (older ones are dropped, which closes them).
+    fn take(&self) -> Option<Open> {
+        let own = self.idle.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(idle) = own.filter(Idle::fresh) {
+            return Some(idle.open);
+        }
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.retain(Idle::fresh);
+        shared.pop().map(|idle| idle.open)
     }
 
     fn put(&self, connection: Open) {
         let idle = Idle { open: connection, since: Instant::now() };
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(idle);
+        *self.idle.lock().unwrap_or_else(PoisonError::into_inner) = Some(idle);
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        let Some(idle) = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner).take() else {
+            return;
+        };
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.retain(Idle::fresh);
+        if idle.fresh() && shared.len() < SHARED_IDLE {
+            shared.push(idle);
+        }
     }
 }
 
@@ -69,13 +109,63 @@ impl Lane {
 /// does its I/O only while it is polled. Boxed: its state (buffers, parser) is hundreds of
 /// bytes, and it moves in and out of the lane and the request's future on every request.
 struct Open {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     connection: Box<UpstreamConnection>,
+}
+
+impl Open {
+    /// Whether it can take another request: polled once (without a waker: nothing waits on
+    /// an idle connection) to see a close the upstream announced or has done.
+    fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        !ended(&mut self.connection, &mut cx) && !self.sender.is_closed()
+    }
 }
 
 struct Idle {
     open: Open,
     since: Instant,
+}
+
+impl Idle {
+    fn fresh(&self) -> bool {
+        self.since.elapsed() < IDLE_TIMEOUT
+    }
+}
+
+/// A request body on its way to the upstream, which says when it has been sent to its end.
+struct RequestBody {
+    body: Incoming,
+    sent: Arc<AtomicBool>,
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || this.body.is_end_stream() {
+            this.sent.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.body.is_end_stream();
+        if end {
+            self.sent.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Why a request did not get a response from the upstream.
@@ -112,12 +202,24 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// The upstream: where lanes connect, and the pool for HTTP/2 clients.
-#[derive(Debug)]
+/// The upstream: where lanes connect, the idle connections they share, and the pool for
+/// HTTP/2 clients.
 pub struct Upstream {
     authority: Authority,
     connect_timeout: Duration,
     pool: Client<HttpConnector, Incoming>,
+    shared: Arc<SharedIdle>,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("shared_idle", &shared)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
@@ -130,7 +232,12 @@ impl Upstream {
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Upstream { authority, connect_timeout, pool }
+        Upstream { authority, connect_timeout, pool, shared: Arc::default() }
+    }
+
+    /// A lane for a new HTTP/1 client connection.
+    pub fn lane(&self) -> Lane {
+        Lane { idle: Mutex::default(), shared: Arc::clone(&self.shared) }
     }
 
     /// Sends `request` — its URI in origin form (`/path?query`), its `Host` header set — on
@@ -157,10 +264,9 @@ impl Upstream {
             return Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()));
         };
 
-        let mut open = match lane.take() {
-            Some(idle) if idle.since.elapsed() < IDLE_TIMEOUT => Some(idle.open),
-            _ => None,
-        };
+        let sent = Arc::new(AtomicBool::new(false));
+        let mut request = request.map(|body| RequestBody { body, sent: Arc::clone(&sent) });
+        let mut open = lane.take();
         loop {
             let reused = open.is_some();
             let mut connection = match open.take() {
@@ -181,7 +287,23 @@ impl Upstream {
             }
             match drive(io, &mut closed, sender.try_send_request(request)).await {
                 Ok(response) => {
-                    let driver = (!closed).then_some(connection);
+                    let driver = if closed {
+                        None
+                    } else if sent.load(Ordering::Acquire) {
+                        Some(connection)
+                    } else {
+                        // The request body is still on its way: it must not wait for the
+                        // client's task to poll the response. The exchange finishes in a
+                        // task of its own; without its sender the connection then ends.
+                        let Open { sender, connection } = connection;
+                        drop(sender);
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!(%error, "upstream connection ended with an error");
+                            }
+                        });
+                        None
+                    };
                     let lane = Arc::clone(lane);
                     return Ok(response.map(|body| LaneBody { body, driver, lane }.boxed_unsync()));
                 }
@@ -252,12 +374,19 @@ struct LaneBody {
 }
 
 impl LaneBody {
-    /// Gives the connection back if the response has been read to its end.
-    fn release_if_done(&mut self) {
-        if self.body.is_end_stream()
-            && let Some(open) = self.driver.take()
+    /// Gives the connection back to the lane, if it can take another request.
+    fn release(&mut self) {
+        if let Some(mut open) = self.driver.take()
+            && open.reusable()
         {
             self.lane.put(open);
+        }
+    }
+
+    /// Gives the connection back if the response has been read to its end.
+    fn release_if_done(&mut self) {
+        if self.body.is_end_stream() {
+            self.release();
         }
     }
 }
@@ -291,9 +420,7 @@ impl HttpBody for LaneBody {
             }
             Poll::Ready(None) => {
                 // The end of the body, however it was framed: the connection is free.
-                if let Some(open) = this.driver.take() {
-                    this.lane.put(open);
-                }
+                this.release();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
