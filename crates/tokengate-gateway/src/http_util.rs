@@ -43,20 +43,11 @@ pub fn from_bytes(response: Response<Bytes>) -> Response<Body> {
 }
 
 /// Whether `name` (lower-case, as `HeaderName` is) is a hop-by-hop header (RFC 9110 §7.6.1),
-/// which describes one connection and never travels on. `Proxy-*` headers count as well.
+/// which describes one connection and never travels on: `Proxy-*` (`Proxy-Authorization`,
+/// `Proxy-Authenticate`, `Proxy-Connection` and any other) by prefix, and the rest by name.
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    ) || name.starts_with("proxy-")
+    name.starts_with("proxy-")
+        || matches!(name, "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade")
 }
 
 /// Removes the hop-by-hop headers, including every header the `Connection` header names.
@@ -140,6 +131,9 @@ mod tests {
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-foo", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic eDp5"));
+        h.insert("trailer", HeaderValue::from_static("x-checksum"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("accept", HeaderValue::from_static("*/*"));

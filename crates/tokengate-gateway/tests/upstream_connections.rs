@@ -465,3 +465,24 @@ async fn client_connection_with_bodies(
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
     (sender, tokio::spawn(connection))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_closes_at_once_is_a_502_and_the_client_connection_goes_on() {
+    let issuer = Issuer::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts and closes every connection without a word.
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let gw = start_gateway(&issuer, &url).await;
+    let mut client = client_connection(&gw).await;
+    for round in 0..2 {
+        let (status, body) = exchange(&mut client, "GET", "/length").await;
+        assert_eq!(status, 502, "round {round}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "bad_gateway");
+    }
+}
