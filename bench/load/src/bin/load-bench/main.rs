@@ -563,7 +563,7 @@ impl Bench<'_> {
         }
         let warm = self.warm_file.clone();
         let slice = Duration::from_secs((self.cli.duration / PROXY_ROUNDS as u64).max(1));
-        let mut rounds: Vec<Vec<Row>> = vec![Vec::new(); targets.len()];
+        let mut rounds: [Vec<Row>; 3] = Default::default();
         for round in 0..PROXY_ROUNDS {
             for turn in 0..targets.len() {
                 let index = (round + turn) % targets.len();
@@ -572,8 +572,10 @@ impl Bench<'_> {
                 rounds[index].push(row);
             }
         }
+        // In the order of `targets`.
+        let [_, nginx_rounds, gateway_rounds] = &rounds;
         let ratios: Vec<f64> =
-            rounds[2].iter().zip(&rounds[1]).map(|(gateway, nginx)| gateway.rps / nginx.rps).collect();
+            gateway_rounds.iter().zip(nginx_rounds).map(|(gateway, nginx)| gateway.rps / nginx.rps).collect();
         for samples in rounds {
             if let Some(row) = report::median_round(&samples) {
                 self.report.rows.push(row);
