@@ -110,22 +110,16 @@ impl Proxy {
 
     /// Handles one request from `client` and records it. HTTP/1 requests go over the client
     /// connection's own upstream connection, HTTP/2 requests through the pool.
+    ///
+    /// One `async fn` from the request to the response, awaiting nothing but the decision and
+    /// the upstream: each nested `async fn` would hold (and copy in) a copy of the request's
+    /// state, which is kilobytes.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        client: &ClientConnection,
+        client: Arc<ClientConnection>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let (response, outcome) = self.proxy(request, client).await;
-        self.shared.metrics.record(response.status(), outcome, started.elapsed());
-        response
-    }
-
-    async fn proxy(
-        &self,
-        request: Request<Incoming>,
-        client: &ClientConnection,
-    ) -> (Response<Body>, Outcome) {
         let lane = (request.version() < Version::HTTP_2).then_some(&client.lane);
         let shared = &self.shared;
         let (parts, body) = request.into_parts();
@@ -139,23 +133,20 @@ impl Proxy {
         .await;
         let (authorized, _) = match decision {
             Ok(decision) => decision,
-            Err(refusal) => return (refusal.response, refusal.outcome),
+            Err(refusal) => return self.record(started, refusal.response, refusal.outcome),
         };
-
         // The path the rules matched, and the query exactly as sent, in origin form.
         let target = match parts.uri.query() {
             Some(query) => PathAndQuery::try_from(format!("{}?{query}", authorized.path.as_str())),
             None => PathAndQuery::try_from(authorized.path.into_string()),
         };
         let Ok(target) = target else {
-            return (
-                json_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the request target cannot be forwarded",
-                ),
-                Outcome::InvalidRequest,
+            let response = json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request target cannot be forwarded",
             );
+            return self.record(started, response, Outcome::InvalidRequest);
         };
 
         let original_host = parts
@@ -189,7 +180,12 @@ impl Proxy {
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = headers;
 
-        match tokio::time::timeout(self.response_timeout, self.upstream.send(lane, upstream_request)).await {
+        let (response, outcome) = match tokio::time::timeout(
+            self.response_timeout,
+            self.upstream.send(lane, upstream_request),
+        )
+        .await
+        {
             Ok(Ok(mut response)) => {
                 remove_hop_by_hop(response.headers_mut());
                 (response, Outcome::Allowed)
@@ -214,7 +210,14 @@ impl Proxy {
                     Outcome::UpstreamTimeout,
                 )
             }
-        }
+        };
+        self.record(started, response, outcome)
+    }
+
+    /// Counts the answer to a request that began at `started`, and returns it.
+    fn record(&self, started: Instant, response: Response<Body>, outcome: Outcome) -> Response<Body> {
+        self.shared.metrics.record(response.status(), outcome, started.elapsed());
+        response
     }
 }
 
