@@ -1,0 +1,163 @@
+//! What a warm token (a verified-token cache hit) costs when two threads decide requests at
+//! once, against one thread alone, measured interleaved. Each round times a batch of whole
+//! decisions (`Gate::authorize` on a `local` route) on one thread; on two threads at once with
+//! the **same** token (the load bench's "1 warm token" with two workers: both cores read one
+//! cache entry); on two threads with a token each; and, as the control, the same three-way
+//! split for work that shares nothing between threads (SHA-256 of the request's header). The
+//! order rotates every round.
+//!
+//! Two threads that share nothing would each run as fast as one alone on two idle cores; the
+//! control shows what this machine's two cores cost each other anyway (a VM's two vCPUs may
+//! share a physical core, its caches, its clock). What the decision's two-thread rows add over
+//! the control's is what the threads contend for: cache lines that both write (a lock word, a
+//! reference count), bouncing between the cores.
+//!
+//! Run: `cargo bench -p tokengate --bench warm_contention`. Prints a markdown table: the median
+//! time per operation of each case, and the median of the per-round ratios to the same work on
+//! one thread.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Barrier;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method};
+use tokengate::policy::{Requirement, RoutePolicy, Rule};
+use tokengate::{Algorithm, Gate, IssuerConfig, TokenGateLayer};
+use tokengate_testkit::Issuer;
+
+/// Rounds; each round measures every case once.
+const ROUNDS: usize = 60;
+/// Operations per thread per batch: ≈ 20 ms of decisions, long against a thread's start, short
+/// against the minutes over which a shared machine's speed swings.
+const BATCH: u32 = 20_000;
+
+/// What a case's threads do.
+#[derive(Clone, Copy)]
+enum Work {
+    /// The whole decision for a warm token.
+    Decide,
+    /// The control: SHA-256 of the `Authorization` header, which shares nothing.
+    Hash,
+}
+
+/// One case: the work, and one request per thread.
+struct Case<'a> {
+    name: &'static str,
+    work: Work,
+    threads: Vec<&'a HeaderMap>,
+}
+
+/// One decision, which a cache hit makes without waiting: polled once, it must be ready.
+fn decide(gate: &Gate, headers: &HeaderMap) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let future = pin!(gate.authorize(&Method::GET, black_box("/api/items/42"), headers));
+    match future.poll(&mut cx) {
+        Poll::Ready(result) => {
+            black_box(result.expect("a warm token is admitted"));
+        }
+        Poll::Pending => panic!("a cache hit must not wait"),
+    }
+}
+
+fn hash(headers: &HeaderMap) {
+    let value = headers.get(http::header::AUTHORIZATION).expect("a token").as_bytes();
+    black_box(aws_lc::digest::digest(&aws_lc::digest::SHA256, black_box(value)));
+}
+
+/// Time per operation of `case`, on each of its threads running at once (their mean).
+fn batch(gate: &Gate, case: &Case<'_>) -> Duration {
+    let start = Barrier::new(case.threads.len());
+    let total: Duration = std::thread::scope(|s| {
+        let threads: Vec<_> = case
+            .threads
+            .iter()
+            .map(|headers| {
+                let (start, work) = (&start, case.work);
+                s.spawn(move || {
+                    start.wait();
+                    let started = Instant::now();
+                    for _ in 0..BATCH {
+                        match work {
+                            Work::Decide => decide(gate, headers),
+                            Work::Hash => hash(headers),
+                        }
+                    }
+                    started.elapsed()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("a bench thread")).sum()
+    });
+    total / (BATCH * case.threads.len() as u32)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("a header"));
+    headers
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (issuer, layer) = runtime.block_on(async {
+        let issuer = Issuer::start().await;
+        let layer = TokenGateLayer::builder()
+            .issuer(
+                IssuerConfig::new(issuer.url())
+                    .audience(issuer.audience())
+                    .algorithms([Algorithm::RS256])
+                    .jwks(issuer.jwks().to_string()),
+            )
+            .policy(RoutePolicy::new().rule(Rule::new("/api/*", Requirement::local()).unwrap()))
+            .build()
+            .await
+            .unwrap();
+        (issuer, layer)
+    });
+    let gate = layer.gate();
+    let mint = |sub: &str| bearer(&issuer.token().sub(sub).scope("read").expires_in(3600).sign());
+    let (first, second) = (mint("alice"), mint("bob"));
+    // Verified once each, so every measured decision is a cache hit.
+    decide(gate, &first);
+    decide(gate, &second);
+
+    let case = |name, work, threads| Case { name, work, threads };
+    // Each work's one-thread case comes first: the cases after it are compared with it.
+    let cases = [
+        case("decision, one thread", Work::Decide, vec![&first]),
+        case("decision, two threads, one token", Work::Decide, vec![&first, &first]),
+        case("decision, two threads, a token each", Work::Decide, vec![&first, &second]),
+        case("control (SHA-256 of the header), one thread", Work::Hash, vec![&first]),
+        case("control, two threads", Work::Hash, vec![&first, &second]),
+    ];
+    let alone = |i: usize| if matches!(cases[i].work, Work::Decide) { 0 } else { 3 };
+    let mut times = vec![Vec::new(); cases.len()];
+    let mut ratios = vec![Vec::new(); cases.len()];
+    for round in 0..ROUNDS {
+        let mut this_round = vec![0.0; cases.len()];
+        for i in 0..cases.len() {
+            let at = (i + round) % cases.len();
+            this_round[at] = batch(gate, &cases[at]).as_secs_f64() * 1e9;
+        }
+        for i in 0..cases.len() {
+            times[i].push(this_round[i]);
+            ratios[i].push(this_round[i] / this_round[alone(i)]);
+        }
+    }
+
+    println!("warm token, {ROUNDS} rounds of {BATCH} operations per thread (medians):\n");
+    println!("| case | ns per operation | vs the same work on one thread |");
+    println!("| --- | ---: | ---: |");
+    for (i, case) in cases.iter().enumerate() {
+        println!("| {} | {:.0} | {:.2}× |", case.name, median(&mut times[i]), median(&mut ratios[i]));
+    }
+    drop(runtime);
+}
