@@ -486,3 +486,53 @@ async fn an_upstream_that_closes_at_once_is_a_502_and_the_client_connection_goes
         assert_eq!(body["error"], "bad_gateway");
     }
 }
+
+/// An exchange that waits on the upstream at each step — the response head held back until
+/// the gateway is waiting for it, the body sent in two parts, the second only once the client
+/// has read the first — twice over one client connection. The gateway's task polls the
+/// response only through the upstream connection it drives itself (the response and its body
+/// with a waker that does nothing): it must be woken by that connection at each step, and
+/// never stall.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_back_answer_and_a_body_in_parts_arrive_whole_over_one_upstream_connection() {
+    let issuer = Issuer::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Upstream to test: a request has arrived. Test to upstream: send the next part.
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<()>();
+    let (go_on, mut go) = mpsc::unbounded_channel::<()>();
+    let upstream = tokio::spawn(async move {
+        // One connection only: a second request on another would never be answered.
+        let (mut stream, _) = listener.accept().await.unwrap();
+        for _ in 0..2 {
+            next_head(&mut stream).await.expect("a request");
+            arrived_tx.send(()).unwrap();
+            go.recv().await.unwrap();
+            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n";
+            stream.write_all(head).await.unwrap();
+            go.recv().await.unwrap();
+            stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+        }
+    });
+    let gateway = start_gateway(&issuer, &url).await;
+    let mut client = client_connection(&gateway).await;
+    for _ in 0..2 {
+        client.ready().await.unwrap();
+        let request =
+            http::Request::builder().uri("/slow").header("host", "gateway").body(Empty::new()).unwrap();
+        let response = tokio::spawn(client.send_request(request));
+        tokio::time::timeout(WAIT, arrived.recv()).await.expect("the request reached the upstream").unwrap();
+        go_on.send(()).unwrap();
+        let response =
+            tokio::time::timeout(WAIT, response).await.expect("the head came through").unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let first = tokio::time::timeout(WAIT, body.frame()).await.expect("the first part came through");
+        let first = first.expect("a first part").unwrap().into_data().expect("data");
+        assert_eq!(&first[..], b"first");
+        go_on.send(()).unwrap();
+        let rest = tokio::time::timeout(WAIT, body.collect()).await.expect("the rest came through").unwrap();
+        assert_eq!(&rest.to_bytes()[..], b"second");
+    }
+    tokio::time::timeout(WAIT, upstream).await.expect("the upstream served both").unwrap();
+}
