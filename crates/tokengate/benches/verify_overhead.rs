@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tokengate::{Algorithm, IssuerConfig, TokenGateLayer};
-use tokengate_testkit::{Issuer, KeyKind};
+use tokengate::Algorithm;
+use tokengate::policy::RoutePolicy;
+use tokengate_testkit::KeyKind;
 
 mod common;
-use common::raw_key;
+use common::{issuer_and_layer, raw_key};
 
 /// Rounds per algorithm; each round is one batch of each side.
 const ROUNDS: usize = 400;
@@ -42,20 +43,8 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let (issuer, layer) = runtime.block_on(async {
-        let issuer = Issuer::start().await;
-        let layer = TokenGateLayer::builder()
-            .issuer(
-                IssuerConfig::new(issuer.url())
-                    .audience(issuer.audience())
-                    .algorithms([Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA])
-                    .jwks(issuer.jwks().to_string()),
-            )
-            .build()
-            .await
-            .unwrap();
-        (issuer, layer)
-    });
+    let algorithms = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+    let (issuer, layer) = issuer_and_layer(&runtime, &algorithms, RoutePolicy::new());
     let issuers = layer.gate().issuers();
     let now = layer.gate().now();
 

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method};
 use tokengate::policy::{Requirement, RoutePolicy, Rule};
-use tokengate::{Algorithm, Gate, IssuerConfig, TokenGateLayer};
-use tokengate_testkit::Issuer;
+use tokengate::{Algorithm, Gate};
+
+mod common;
+use common::issuer_and_layer;
 
 /// Rounds; each round measures every case once.
 const ROUNDS: usize = 60;
@@ -107,21 +109,8 @@ fn bearer(token: &str) -> HeaderMap {
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let (issuer, layer) = runtime.block_on(async {
-        let issuer = Issuer::start().await;
-        let layer = TokenGateLayer::builder()
-            .issuer(
-                IssuerConfig::new(issuer.url())
-                    .audience(issuer.audience())
-                    .algorithms([Algorithm::RS256])
-                    .jwks(issuer.jwks().to_string()),
-            )
-            .policy(RoutePolicy::new().rule(Rule::new("/api/*", Requirement::local()).unwrap()))
-            .build()
-            .await
-            .unwrap();
-        (issuer, layer)
-    });
+    let policy = RoutePolicy::new().rule(Rule::new("/api/*", Requirement::local()).unwrap());
+    let (issuer, layer) = issuer_and_layer(&runtime, &[Algorithm::RS256], policy);
     let gate = layer.gate();
     let mint = |sub: &str| bearer(&issuer.token().sub(sub).scope("read").expires_in(3600).sign());
     let (first, second) = (mint("alice"), mint("bob"));

@@ -1,10 +1,39 @@
-//! What more than one bench needs: the floor every verification is compared with.
+//! What more than one bench needs: the floor every verification is compared with, and a
+//! layer for the testkit's issuer.
+
+// Each bench uses its own part of this module.
+#![allow(dead_code)]
 
 use aws_lc::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tokengate::Algorithm;
+use tokengate::policy::RoutePolicy;
+use tokengate::{Algorithm, IssuerConfig, TokenGateLayer};
 use tokengate_testkit::{Issuer, KeyKind};
+
+/// The testkit's issuer, started on `runtime`, and a layer that verifies its tokens signed with
+/// `algorithms` against its key set (given inline: nothing is fetched), under `policy`.
+pub fn issuer_and_layer(
+    runtime: &tokio::runtime::Runtime,
+    algorithms: &[Algorithm],
+    policy: RoutePolicy,
+) -> (Issuer, TokenGateLayer) {
+    runtime.block_on(async {
+        let issuer = Issuer::start().await;
+        let layer = TokenGateLayer::builder()
+            .issuer(
+                IssuerConfig::new(issuer.url())
+                    .audience(issuer.audience())
+                    .algorithms(algorithms.iter().copied())
+                    .jwks(issuer.jwks().to_string()),
+            )
+            .policy(policy)
+            .build()
+            .await
+            .unwrap();
+        (issuer, layer)
+    })
+}
 
 /// The issuer's public key for `kind`, pre-parsed by aws-lc-rs for `alg`.
 pub fn raw_key(issuer: &Issuer, kind: KeyKind, alg: Algorithm) -> ParsedPublicKey {
