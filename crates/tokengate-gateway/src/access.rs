@@ -6,6 +6,7 @@
 //! A cookie token is handed to the library as a synthesized `Authorization: Bearer` header, so
 //! it goes through exactly the same checks as a header token.
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use tokengate::{AuthError, Authorized, Gate, Principal};
@@ -212,18 +213,32 @@ impl IdentitySettings {
     }
 
     /// Sets the mapped headers for `principal`.
+    ///
+    /// Each value is made only for a configured header, and copied once, into the header:
+    /// this runs on every admitted request.
     pub fn inject(&self, principal: &Principal, headers: &mut HeaderMap) {
-        let mut set = |name: &Option<HeaderName>, value: Option<String>| {
-            if let (Some(name), Some(value)) = (name, value)
-                && let Ok(value) = HeaderValue::from_bytes(value.as_bytes())
+        let mut set = |name: &Option<HeaderName>, value: &dyn Fn() -> Option<Bytes>| {
+            if let Some(name) = name
+                && let Some(value) = value()
+                && let Ok(value) = HeaderValue::from_maybe_shared(value)
             {
                 headers.insert(name.clone(), value);
             }
         };
-        set(&self.subject, principal.subject().map(str::to_owned));
-        set(&self.scopes, Some(principal.scopes().join(" ")).filter(|s| !s.is_empty()));
-        set(&self.client_id, principal.client_id().map(str::to_owned));
-        set(&self.issuer, Some(principal.issuer().to_owned()));
+        let copy = |text: &str| Bytes::copy_from_slice(text.as_bytes());
+        set(&self.subject, &|| principal.subject().map(copy));
+        set(&self.scopes, &|| {
+            let mut joined = String::new();
+            for scope in principal.scope_names() {
+                if !joined.is_empty() {
+                    joined.push(' ');
+                }
+                joined.push_str(scope);
+            }
+            (!joined.is_empty()).then(|| Bytes::from(joined))
+        });
+        set(&self.client_id, &|| principal.client_id().map(copy));
+        set(&self.issuer, &|| Some(copy(principal.issuer())));
         for (claim, name) in &self.claims {
             if let Some(value) = principal.claims().get(claim).and_then(claim_value)
                 && let Ok(value) = HeaderValue::from_bytes(value.as_bytes())

@@ -284,16 +284,18 @@ impl Principal {
         })
     }
 
+    /// The scopes of [`scopes`](Self::scopes), one at a time, without building the list.
+    pub fn scope_names(&self) -> impl Iterator<Item = &str> {
+        let (listed, text) = match &self.0.scopes_override {
+            Some(scopes) => (Some(scopes.iter().map(String::as_str)), None),
+            None => (None, self.0.facts.text(Text::Scopes)),
+        };
+        listed.into_iter().flatten().chain(text.into_iter().flat_map(str::split_ascii_whitespace))
+    }
+
     /// Whether the token carries `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        match &self.0.scopes_override {
-            Some(scopes) => scopes.iter().any(|s| s == scope),
-            None => self
-                .0
-                .facts
-                .text(Text::Scopes)
-                .is_some_and(|t| t.split_ascii_whitespace().any(|s| s == scope)),
-        }
+        self.scope_names().any(|s| s == scope)
     }
 
     /// Expiry (`exp`) in seconds since the Unix epoch.
@@ -545,6 +547,7 @@ mod tests {
         assert_eq!(p.token_id(), Some("j-1"));
         assert_eq!(p.session_id(), Some("s-1"));
         assert_eq!(p.scopes(), ["read", "write"]);
+        assert!(p.scope_names().eq(["read", "write"]));
         assert!(p.has_scope("write") && !p.has_scope("writ") && !p.has_scope("read write"));
         assert_eq!(
             (p.expires_at(), p.issued_at(), p.facts().not_before()),
@@ -588,6 +591,7 @@ mod tests {
         assert_eq!(crate::jwt::scopes(&claims).expect("scopes"), ["orders:read", "admin"]);
         let p = principal(json, &source);
         assert_eq!(p.scopes(), ["orders:read", "admin"]);
+        assert!(p.scope_names().eq(["orders:read", "admin"]));
         assert!(p.has_scope("admin"));
         assert!(!p.has_scope("two") && !p.has_scope("words") && !p.has_scope("two words"));
     }
@@ -601,6 +605,7 @@ mod tests {
         );
         let confirmed = p.confirmed_by_introspection(Some(vec!["read".to_owned()]));
         assert_eq!(confirmed.scopes(), ["read"]);
+        assert!(confirmed.scope_names().eq(["read"]), "the answer's scopes, not the token's");
         assert!(!confirmed.has_scope("admin"));
         assert_eq!(confirmed.verified_by(), VerifiedBy::Introspection);
         let kept = p.confirmed_by_introspection(None);
