@@ -354,8 +354,19 @@ fn host_and_port(authority: &Authority) -> (&str, u16) {
 /// between the two — the request queued, the response delivered — would otherwise wake this
 /// task, which hyper then polls once more from the top for nothing: ≈ 1.7 polls a request
 /// more than the two an exchange needs (the request arrives; the response does).
-async fn drive<F: Future>(connection: &mut UpstreamConnection, closed: &mut bool, future: F) -> F::Output {
-    let mut future = pin!(future);
+///
+/// `future` runs outside tokio's cooperative budget ([`tokio::task::unconstrained`]): the
+/// response's channel is budgeted, and once the task's budget is spent it answers "not yet"
+/// and asks for a wake — of the waker it was given, here the one that does nothing. A response
+/// that arrived in the poll that spent the budget would then wait for nothing to wake it.
+/// Waiting on one channel is no work worth yielding for; the connection's I/O, polled with the
+/// task's waker, stays budgeted.
+async fn drive<C, F>(connection: &mut C, closed: &mut bool, future: F) -> F::Output
+where
+    C: Future<Output = hyper::Result<()>> + Unpin,
+    F: Future,
+{
+    let mut future = pin!(tokio::task::unconstrained(future));
     poll_fn(|cx| {
         let mut quiet = Context::from_waker(Waker::noop());
         if !*closed {
@@ -377,7 +388,7 @@ async fn drive<F: Future>(connection: &mut UpstreamConnection, closed: &mut bool
 }
 
 /// Polls `connection` (doing whatever I/O it can); whether it has ended.
-fn ended(connection: &mut UpstreamConnection, cx: &mut Context<'_>) -> bool {
+fn ended<C: Future<Output = hyper::Result<()>> + Unpin>(connection: &mut C, cx: &mut Context<'_>) -> bool {
     match Pin::new(connection).poll(cx) {
         Poll::Ready(Ok(())) => true,
         Poll::Ready(Err(error)) => {
@@ -479,6 +490,71 @@ impl Drop for LaneBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Empty;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// One exchange through [`drive`] in a task of its own, which spends `spend` units of its
+    /// cooperative budget at the start of every poll after the first (on other work, as the
+    /// task serving a client does); the response head's status.
+    async fn exchange_with_budget_spent(spend: usize) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(stream.read_u8().await.unwrap());
+            }
+            // The head and a first chunk, the body not ended: hyper hands over the response,
+            // fills the body's one slot and then waits for it to be taken.
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                .await
+                .unwrap();
+            stream
+        });
+        let exchange = tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, mut connection) =
+                http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await.unwrap();
+            let mut closed = ended(&mut connection, &mut Context::from_waker(Waker::noop()));
+            drive(&mut connection, &mut closed, sender.ready()).await.unwrap();
+            let request = Request::builder().uri("/").header("host", "upstream").body(Empty::new()).unwrap();
+            let mut response = pin!(drive(&mut connection, &mut closed, sender.try_send_request(request)));
+            let (work, mut queued) = tokio::sync::mpsc::unbounded_channel::<()>();
+            let mut polls = 0;
+            let response = poll_fn(|cx| {
+                polls += 1;
+                if polls > 1 {
+                    for _ in 0..spend {
+                        work.send(()).unwrap();
+                        // Ready, and so one unit of the budget spent.
+                        assert!(queued.poll_recv(cx).is_ready());
+                    }
+                }
+                response.as_mut().poll(cx)
+            })
+            .await;
+            response.unwrap().status().as_u16()
+        });
+        // Nothing else wakes the exchange's task: a response it was not woken for never comes.
+        let status = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .unwrap_or_else(|_| panic!("the response never came with {spend} units of budget spent"));
+        drop(upstream);
+        status.unwrap()
+    }
+
+    /// tokio gives a task 128 units a poll; the socket read that brings the response takes
+    /// one. Whichever unit is the last, the response that arrives with it is delivered. (At
+    /// 128 spent every poll, nothing budgeted could ever run: no exchange is tested there.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_response_that_arrives_as_the_task_budget_runs_out_is_delivered() {
+        for spend in 110..128 {
+            assert_eq!(exchange_with_budget_spent(spend).await, 200);
+        }
+    }
 
     #[test]
     fn connects_to_the_authoritys_host_and_port_80_by_default() {
