@@ -217,7 +217,7 @@ impl IdentitySettings {
     /// Each value is made only for a configured header, and copied once, into the header:
     /// this runs on every admitted request.
     pub fn inject(&self, principal: &Principal, headers: &mut HeaderMap) {
-        let mut set = |name: &Option<HeaderName>, value: &dyn Fn() -> Option<Bytes>| {
+        let mut set = |name: Option<&HeaderName>, value: &dyn Fn() -> Option<Bytes>| {
             if let Some(name) = name
                 && let Some(value) = value()
                 && let Ok(value) = HeaderValue::from_maybe_shared(value)
@@ -226,8 +226,8 @@ impl IdentitySettings {
             }
         };
         let copy = |text: &str| Bytes::copy_from_slice(text.as_bytes());
-        set(&self.subject, &|| principal.subject().map(copy));
-        set(&self.scopes, &|| {
+        set(self.subject.as_ref(), &|| principal.subject().map(copy));
+        set(self.scopes.as_ref(), &|| {
             let mut joined = String::new();
             for scope in principal.scope_names() {
                 if !joined.is_empty() {
@@ -237,14 +237,10 @@ impl IdentitySettings {
             }
             (!joined.is_empty()).then(|| Bytes::from(joined))
         });
-        set(&self.client_id, &|| principal.client_id().map(copy));
-        set(&self.issuer, &|| Some(copy(principal.issuer())));
+        set(self.client_id.as_ref(), &|| principal.client_id().map(copy));
+        set(self.issuer.as_ref(), &|| Some(copy(principal.issuer())));
         for (claim, name) in &self.claims {
-            if let Some(value) = principal.claims().get(claim).and_then(claim_value)
-                && let Ok(value) = HeaderValue::from_bytes(value.as_bytes())
-            {
-                headers.insert(name.clone(), value);
-            }
+            set(Some(name), &|| principal.claims().get(claim).and_then(claim_value).map(Bytes::from));
         }
     }
 }

@@ -284,8 +284,10 @@ impl Upstream {
             // A kept-alive connection the upstream has closed shows it here, before anything
             // is written to it.
             let mut closed = ended(io, &mut Context::from_waker(Waker::noop()));
-            let refused = closed || drive(io, &mut closed, sender.ready()).await.is_err();
-            if refused || closed {
+            if !closed && drive(io, &mut closed, sender.ready()).await.is_err() {
+                closed = true;
+            }
+            if closed {
                 if reused {
                     continue;
                 }

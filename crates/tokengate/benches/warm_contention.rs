@@ -37,7 +37,7 @@ const ROUNDS: usize = 60;
 const BATCH: u32 = 20_000;
 
 /// What a case's threads do.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Work {
     /// The whole decision for a warm token.
     Decide,
@@ -119,7 +119,7 @@ fn main() {
     decide(gate, &second);
 
     let case = |name, work, threads| Case { name, work, threads };
-    // Each work's one-thread case comes first: the cases after it are compared with it.
+    // Each work's first case is its one-thread case: the others are compared with it.
     let cases = [
         case("decision, one thread", Work::Decide, vec![&first]),
         case("decision, two threads, one token", Work::Decide, vec![&first, &first]),
@@ -127,7 +127,7 @@ fn main() {
         case("control (SHA-256 of the header), one thread", Work::Hash, vec![&first]),
         case("control, two threads", Work::Hash, vec![&first, &second]),
     ];
-    let alone = |i: usize| if matches!(cases[i].work, Work::Decide) { 0 } else { 3 };
+    let alone = |i: usize| cases.iter().position(|c| c.work == cases[i].work).expect("itself");
     let mut times = vec![Vec::new(); cases.len()];
     let mut ratios = vec![Vec::new(); cases.len()];
     for round in 0..ROUNDS {

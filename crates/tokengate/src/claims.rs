@@ -275,13 +275,7 @@ impl Principal {
         if let Some(scopes) = &self.0.scopes_override {
             return scopes;
         }
-        self.0.scope_list.get_or_init(|| {
-            self.0
-                .facts
-                .text(Text::Scopes)
-                .map(|text| text.split_ascii_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default()
-        })
+        self.0.scope_list.get_or_init(|| self.scope_names().map(str::to_owned).collect())
     }
 
     /// The scopes of [`scopes`](Self::scopes), one at a time, without building the list.
