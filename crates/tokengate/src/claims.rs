@@ -386,27 +386,35 @@ impl fmt::Debug for Principal {
 }
 
 /// Put into the extensions of every request the layer lets through, token or not.
+///
+/// One `Arc`: cloning it for each request writes one reference count that every worker shares.
 #[derive(Clone)]
-pub struct GateContext {
-    pub(crate) realm: Arc<str>,
-    pub(crate) renderer: Arc<dyn ErrorRenderer>,
+pub struct GateContext(Arc<ContextData>);
+
+struct ContextData {
+    realm: Box<str>,
+    renderer: Arc<dyn ErrorRenderer>,
 }
 
 impl GateContext {
+    pub(crate) fn new(realm: &str, renderer: Arc<dyn ErrorRenderer>) -> Self {
+        Self(Arc::new(ContextData { realm: realm.into(), renderer }))
+    }
+
     /// The `WWW-Authenticate` realm of the layer that let the request through.
     pub fn realm(&self) -> &str {
-        &self.realm
+        &self.0.realm
     }
 
     /// Renders `error` the way the layer would.
     pub fn render(&self, error: &crate::AuthError) -> http::Response<bytes::Bytes> {
-        self.renderer.render(error, &self.realm)
+        self.0.renderer.render(error, &self.0.realm)
     }
 }
 
 impl fmt::Debug for GateContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GateContext").field("realm", &self.realm).finish_non_exhaustive()
+        f.debug_struct("GateContext").field("realm", &self.realm()).finish_non_exhaustive()
     }
 }
 

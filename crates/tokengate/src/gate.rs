@@ -231,7 +231,7 @@ impl Gate {
                             now,
                             leeway,
                         );
-                        cache.insert(key, entry, now);
+                        cache.insert(key, entry, &verified.principal, now);
                     }
                     verified.principal
                 }
@@ -275,23 +275,20 @@ impl Gate {
     /// `nbf` still satisfied. Anything else voids the entry.
     fn cached(&self, key: &[u8; 32], now: i64) -> Option<Principal> {
         let cache = self.token_cache.as_ref()?;
-        let hit = cache.get(key, now)?;
-        let issuer = self.issuers.get(hit.issuer).filter(|issuer| {
-            let leeway = issuer.leeway;
-            hit.generation_is(issuer.store.generation())
-                && issuer.store.usable(now)
-                && hit.facts.expires_at().is_none_or(|exp| now - leeway < exp)
-                && hit.facts.not_before().is_none_or(|nbf| nbf <= now + leeway)
-        });
-        match issuer {
-            Some(issuer) => {
-                Some(Principal::new(issuer.issuer.clone(), hit.facts, VerifiedBy::Signature, None))
-            }
-            None => {
-                cache.invalidate(key);
-                None
-            }
-        }
+        let valid = |hit: &Verified| {
+            self.issuers.get(hit.issuer).is_some_and(|issuer| {
+                let leeway = issuer.leeway;
+                hit.generation_is(issuer.store.generation())
+                    && issuer.store.usable(now)
+                    && hit.facts.expires_at().is_none_or(|exp| now - leeway < exp)
+                    && hit.facts.not_before().is_none_or(|nbf| nbf <= now + leeway)
+            })
+        };
+        let principal = |hit: &Verified| {
+            let issuer = self.issuers.get(hit.issuer)?;
+            Some(Principal::new(issuer.issuer.clone(), hit.facts.clone(), VerifiedBy::Signature, None))
+        };
+        cache.principal(key, now, valid, principal)
     }
 
     /// What the tower service does with a request whose raw path is not normalised.
@@ -411,7 +408,7 @@ impl fmt::Debug for Gate {
             .field("issuers", &self.issuers)
             .field("policy", &self.policy)
             .field("max_token_bytes", &self.max_token_bytes)
-            .field("realm", &self.context.realm)
+            .field("realm", &self.context.realm())
             .finish_non_exhaustive()
     }
 }

@@ -447,14 +447,14 @@ impl TokenGateBuilder {
                 DEFAULT_MAX_TOKEN_LIFETIME,
             )
         });
-        let realm: Arc<str> = Arc::from(self.realm.as_deref().unwrap_or(DEFAULT_REALM));
+        let realm = self.realm.as_deref().unwrap_or(DEFAULT_REALM);
         let renderer = self.renderer.unwrap_or_else(|| Arc::new(JsonErrors));
         let gate = Gate {
             issuers,
             policy: self.policy,
             max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
             clock,
-            context: GateContext { realm, renderer },
+            context: GateContext::new(realm, renderer),
             introspector,
             token_cache: self.token_cache.unwrap_or(Some(TokenCacheConfig::default())).map(TokenCache::new),
             revocations,

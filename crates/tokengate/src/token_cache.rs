@@ -17,9 +17,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
-use crate::claims::TokenFacts;
+use crate::claims::{Principal, TokenFacts};
+
+mod hot;
 
 /// Default number of cached tokens: 100 000.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
@@ -187,11 +190,14 @@ impl Shard {
 ///
 /// A hit takes one shard's read lock for a table lookup and a reference-count increment;
 /// nothing on the hit path writes to the table, so hits on one shard do not wait for each
-/// other. An insert (after a signature check, tens of microseconds) takes the write lock.
+/// other. Each thread also keeps its last few hits with their principals ([`hot`]): a token
+/// the thread saw a moment ago is found there with no lock and no shared write. An insert (after a signature check, tens of microseconds) takes the write lock.
 /// When a shard is full, a random sixteenth of it goes at once (chosen by hash bits, so the
 /// work is one pass over the shard per `capacity / 16` inserts). Dead entries are never served,
 /// and each shard drops them every [`SWEEP_INTERVAL_SECS`] at its next insert.
 pub(crate) struct TokenCache {
+    /// Tells this cache's entries in each thread's [`hot`] set from another cache's.
+    id: u64,
     shards: Box<[RwLock<Shard>]>,
     entries_per_shard: usize,
     bytes_per_shard: u64,
@@ -213,7 +219,9 @@ impl TokenCache {
                 })
             })
             .collect();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shards: shards_vec.into_boxed_slice(),
             entries_per_shard,
             bytes_per_shard: config.max_bytes / shards,
@@ -225,8 +233,37 @@ impl TokenCache {
         &self.shards[(key.shard % self.shards.len() as u64) as usize]
     }
 
-    /// The live entry for the token with hash `hash`, if any.
-    pub(crate) fn get(&self, hash: &[u8; 32], now: i64) -> Option<Verified> {
+    /// The principal of the live entry for the token with hash `hash` that passes `valid`, if
+    /// any: this thread's own copy of a recent hit when it has one, else one built by `make`
+    /// from the shared entry (and then kept as this thread's copy). A shared entry that fails
+    /// `valid` is dropped.
+    pub(crate) fn principal(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+        valid: impl Fn(&Verified) -> bool,
+        make: impl FnOnce(&Verified) -> Option<Principal>,
+    ) -> Option<Principal> {
+        let key = Key::of(hash);
+        if let Some(principal) = hot::get(self.id, &key, now, &valid) {
+            return Some(principal);
+        }
+        let hit = self.get(hash, now)?;
+        let principal = if valid(&hit) { make(&hit) } else { None };
+        match principal {
+            Some(principal) => {
+                hot::put(self.id, &key, hit, principal.clone());
+                Some(principal)
+            }
+            None => {
+                self.invalidate(hash);
+                None
+            }
+        }
+    }
+
+    /// The live shared entry for the token with hash `hash`, if any.
+    fn get(&self, hash: &[u8; 32], now: i64) -> Option<Verified> {
         let key = Key::of(hash);
         let shard = self.shard(&key).read().unwrap_or_else(PoisonError::into_inner);
         let slot = shard.table.get(&key.index)?;
@@ -238,8 +275,9 @@ impl TokenCache {
         })
     }
 
-    /// Caches `entry` for the token with hash `hash`, making room if the shard is full.
-    pub(crate) fn insert(&self, hash: &[u8; 32], entry: Verified, now: i64) {
+    /// Caches `entry` for the token with hash `hash`, making room if the shard is full; when
+    /// it is cached, `principal` (built from it) becomes this thread's copy of the entry.
+    pub(crate) fn insert(&self, hash: &[u8; 32], entry: Verified, principal: &Principal, now: i64) {
         let weight = entry_weight(&entry.facts);
         let Ok(deadline) = u32::try_from(entry.deadline) else { return };
         if entry.issuer >= MAX_CACHED_ISSUERS
@@ -269,12 +307,15 @@ impl TokenCache {
         shard.bytes += weight;
         // Both parts fit: the issuer is below `MAX_CACHED_ISSUERS`, the generation was masked.
         let stamp = ((entry.issuer as u64) << GENERATION_BITS | entry.generation) as u32;
-        shard.table.insert(key.index, Slot { check: key.check, facts: entry.facts, deadline, stamp });
+        shard.table.insert(key.index, Slot { check: key.check, facts: entry.facts.clone(), deadline, stamp });
+        drop(shard);
+        hot::put(self.id, &key, entry, principal.clone());
     }
 
-    /// Forgets the token with hash `hash`.
+    /// Forgets the token with hash `hash` (in the shared table and this thread's copies).
     pub(crate) fn invalidate(&self, hash: &[u8; 32]) {
         let key = Key::of(hash);
+        hot::forget(self.id, &key);
         let mut shard = self.shard(&key).write().unwrap_or_else(PoisonError::into_inner);
         if shard.table.get(&key.index).is_some_and(|slot| slot.check == key.check)
             && let Some(old) = shard.table.remove(&key.index)
@@ -315,7 +356,17 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::FactsSource;
+    use crate::claims::{FactsSource, VerifiedBy};
+
+    fn principal_of(entry: &Verified) -> Principal {
+        Principal::new("https://issuer.example".into(), entry.facts.clone(), VerifiedBy::Signature, None)
+    }
+
+    /// Inserts `entry` the way the pipeline does, with the principal built from it.
+    fn insert(cache: &TokenCache, hash: &[u8; 32], entry: Verified, now: i64) {
+        let principal = principal_of(&entry);
+        cache.insert(hash, entry, &principal, now);
+    }
 
     fn entry(exp: Option<i64>, now: i64) -> Verified {
         let source = FactsSource { subject: Some("alice"), expires_at: exp, ..FactsSource::default() };
@@ -331,7 +382,7 @@ mod tests {
     fn a_hit_needs_128_bits_of_the_hash() {
         let cache = TokenCache::new(TokenCacheConfig::default());
         let key = hash(1);
-        cache.insert(&key, entry(Some(1_000), 0), 0);
+        insert(&cache, &key, entry(Some(1_000), 0), 0);
         let hit = cache.get(&key, 0).expect("a hit");
         assert_eq!((hit.issuer, hit.generation), (0, 7));
         let mut near = key;
@@ -348,26 +399,26 @@ mod tests {
     fn a_hit_knows_its_issuer_and_key_set_generation() {
         let cache = TokenCache::new(TokenCacheConfig::default());
         let facts = entry(Some(1_000), 0).facts;
-        cache.insert(&hash(1), Verified::new(facts.clone(), 1023, (5 << GENERATION_BITS) | 9, 0, 30), 0);
+        insert(&cache, &hash(1), Verified::new(facts.clone(), 1023, (5 << GENERATION_BITS) | 9, 0, 30), 0);
         let hit = cache.get(&hash(1), 0).expect("a hit");
         assert_eq!(hit.issuer, 1023);
         assert!(hit.generation_is((5 << GENERATION_BITS) | 9));
         assert!(!hit.generation_is(10) && !hit.generation_is(8));
         // An issuer whose index does not fit is verified as ever, just not cached.
-        cache.insert(&hash(2), Verified::new(facts, MAX_CACHED_ISSUERS, 1, 0, 30), 0);
+        insert(&cache, &hash(2), Verified::new(facts, MAX_CACHED_ISSUERS, 1, 0, 30), 0);
         assert!(cache.get(&hash(2), 0).is_none());
     }
 
     #[test]
     fn an_entry_dies_with_its_token_or_after_ten_minutes() {
         let cache = TokenCache::new(TokenCacheConfig::default());
-        cache.insert(&hash(1), entry(Some(100), 0), 0);
+        insert(&cache, &hash(1), entry(Some(100), 0), 0);
         assert!(cache.get(&hash(1), 129).is_some());
         assert!(cache.get(&hash(1), 130).is_none(), "exp + leeway");
-        cache.insert(&hash(2), entry(None, 0), 0);
+        insert(&cache, &hash(2), entry(None, 0), 0);
         assert!(cache.get(&hash(2), 599).is_some());
         assert!(cache.get(&hash(2), 600).is_none(), "ten minutes");
-        cache.insert(&hash(3), entry(Some(10), 50), 50);
+        insert(&cache, &hash(3), entry(Some(10), 50), 50);
         assert!(cache.get(&hash(3), 50).is_none(), "a token dead already is not cached");
     }
 
@@ -376,12 +427,12 @@ mod tests {
         let cache = TokenCache::new(TokenCacheConfig { max_entries: 16, max_bytes: 1 << 20 });
         assert_eq!(cache.shards.len(), 16);
         for n in 0..200 {
-            cache.insert(&hash(n), entry(Some(100), 0), 0);
+            insert(&cache, &hash(n), entry(Some(100), 0), 0);
         }
         assert!(cache.entry_count() > 0);
         // Every shard's next insert after the interval drops what died.
         for n in 1_000..3_000 {
-            cache.insert(&hash(n), entry(Some(10_000), 200), 200);
+            insert(&cache, &hash(n), entry(Some(10_000), 200), 200);
         }
         assert!((0..200).all(|n| cache.get(&hash(n), 200).is_none()));
         let count = cache.entry_count();
@@ -394,7 +445,7 @@ mod tests {
         for (max_entries, max_bytes) in [(1_000, 1 << 30), (100_000, 300 * one), (1, 1 << 20), (0, 1 << 20)] {
             let cache = TokenCache::new(TokenCacheConfig { max_entries, max_bytes });
             for n in 0..5_000 {
-                cache.insert(&hash(n), entry(Some(1_000), 0), 0);
+                insert(&cache, &hash(n), entry(Some(1_000), 0), 0);
                 if n % 500 == 0 {
                     assert!(cache.entry_count() <= max_entries);
                     assert!(cache.weighed_bytes() <= max_bytes);
@@ -416,7 +467,97 @@ mod tests {
     fn an_entry_heavier_than_a_shard_is_not_cached() {
         let one = entry_weight(&entry(Some(1_000), 0).facts);
         let cache = TokenCache::new(TokenCacheConfig { max_entries: 1_000, max_bytes: one * 16 - 1 });
-        cache.insert(&hash(1), entry(Some(1_000), 0), 0);
+        insert(&cache, &hash(1), entry(Some(1_000), 0), 0);
         assert_eq!(cache.entry_count(), 0);
+    }
+
+    fn principal(cache: &TokenCache, hash: &[u8; 32], now: i64, valid: bool) -> Option<Principal> {
+        cache.principal(hash, now, |_| valid, |hit| Some(principal_of(hit)))
+    }
+
+    fn clear_shared_tables(cache: &TokenCache) {
+        for shard in cache.shards.iter() {
+            shard.write().expect("lock").table.clear();
+        }
+    }
+
+    #[test]
+    fn a_thread_finds_its_recent_hits_without_the_shared_table() {
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        insert(&cache, &hash(1), entry(Some(1_000), 0), 0);
+        assert_eq!(hot::held(cache.id), 1, "the inserting thread keeps the principal");
+        clear_shared_tables(&cache);
+        let seen = principal(&cache, &hash(1), 0, true).expect("this thread's copy");
+        assert_eq!(seen.subject(), Some("alice"));
+        // Another thread has no copy: it sees what the shared table holds (nothing now).
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(principal(&cache, &hash(1), 0, true).is_none())).join().expect("thread");
+        });
+        // A shared hit becomes the thread's copy too.
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        std::thread::scope(|s| {
+            s.spawn(|| insert(&cache, &hash(2), entry(Some(1_000), 0), 0)).join().expect("thread");
+        });
+        assert_eq!(hot::held(cache.id), 0);
+        assert!(principal(&cache, &hash(2), 0, true).is_some());
+        assert_eq!(hot::held(cache.id), 1);
+        clear_shared_tables(&cache);
+        assert!(principal(&cache, &hash(2), 0, true).is_some());
+    }
+
+    #[test]
+    fn a_threads_copy_is_checked_like_the_shared_entry_on_every_hit() {
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        insert(&cache, &hash(1), entry(Some(100), 0), 0);
+        assert!(principal(&cache, &hash(1), 129, true).is_some());
+        assert!(principal(&cache, &hash(1), 130, true).is_none(), "exp + leeway");
+        assert_eq!(hot::held(cache.id), 0, "a dead copy is forgotten");
+
+        // A copy that fails the caller's check (key set changed, `exp`, `nbf`) is forgotten,
+        // and so is the shared entry.
+        insert(&cache, &hash(2), entry(Some(1_000), 0), 0);
+        assert!(principal(&cache, &hash(2), 0, false).is_none());
+        assert_eq!(hot::held(cache.id), 0);
+        assert!(principal(&cache, &hash(2), 0, true).is_none(), "the shared entry is gone too");
+
+        // Invalidating forgets this thread's copy.
+        insert(&cache, &hash(3), entry(Some(1_000), 0), 0);
+        cache.invalidate(&hash(3));
+        assert!(principal(&cache, &hash(3), 0, true).is_none());
+
+        // A hit needs all 128 bits in the copy as in the table.
+        insert(&cache, &hash(4), entry(Some(1_000), 0), 0);
+        let mut near = hash(4);
+        near[8] ^= 1;
+        assert!(principal(&cache, &near, 0, true).is_none());
+        assert!(principal(&cache, &hash(4), 0, true).is_some());
+    }
+
+    #[test]
+    fn two_caches_on_one_thread_never_see_each_others_tokens() {
+        let (one, two) =
+            (TokenCache::new(TokenCacheConfig::default()), TokenCache::new(TokenCacheConfig::default()));
+        insert(&one, &hash(1), entry(Some(1_000), 0), 0);
+        assert!(principal(&two, &hash(1), 0, true).is_none());
+        assert!(principal(&one, &hash(1), 0, true).is_some());
+        // A token the shared cache refuses (too heavy for a shard) gets no copy either.
+        let light = TokenCache::new(TokenCacheConfig { max_entries: 1_000, max_bytes: 16 });
+        insert(&light, &hash(1), entry(Some(1_000), 0), 0);
+        assert_eq!(hot::held(light.id), 0);
+        assert!(principal(&light, &hash(1), 0, true).is_none());
+    }
+
+    #[test]
+    fn a_thread_keeps_at_most_its_slots() {
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        for n in 0..1_000 {
+            insert(&cache, &hash(n), entry(Some(1_000), 0), 0);
+        }
+        let held = hot::held(cache.id);
+        assert!(held <= hot::SLOTS && held > hot::SLOTS / 2, "{held}");
+        assert!(
+            (0..1_000).all(|n| principal(&cache, &hash(n), 0, true).is_some()),
+            "the shared table has them all"
+        );
     }
 }
