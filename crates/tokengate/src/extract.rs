@@ -69,26 +69,47 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// The bytes of a `b64token` body, as a table: the check runs over every byte of every token,
-/// and a lookup is several times cheaper than comparing each byte with the set (it showed as
-/// a quarter of a cache hit's time in a profile).
-const B64TOKEN_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    table
-};
+/// Bytes classified at once. The checks below run over every byte of every token; written as
+/// arithmetic on a fixed-size block, each compiles to a few SIMD compares per block. (A
+/// lookup table, the previous form, cannot be vectorised: ≈ 3 instructions a byte, 2 000 for
+/// a 700-byte token, as much as the rest of a cache hit's bookkeeping.)
+const BLOCK: usize = 32;
+
+/// RFC 6750 §2.1: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/", the bytes of a
+/// `b64token` before its padding. Branch-free, so that [`BLOCK`]s of it vectorise.
+#[inline(always)]
+fn is_b64token_byte(b: u8) -> bool {
+    // `| 0x20` folds upper case onto lower case and moves no other byte into `a..=z`.
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    // `-`, `.`, `/` and the digits are one run of ASCII, 0x2d..=0x39.
+    let dash_dot_slash_digit = b.wrapping_sub(b'-') < 13;
+    letter | dash_dot_slash_digit | (b == b'+') | (b == b'_') | (b == b'~')
+}
 
 /// RFC 6750 §2.1 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(s: &[u8]) -> bool {
     let body_end = s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
-    // `fold` with `&` rather than `all`: no early exit, so the loop vectorises; a token is
-    // rarely malformed, and never long.
-    body_end > 0 && s[..body_end].iter().fold(true, |ok, &b| ok & B64TOKEN_BYTES[b as usize])
+    let body = &s[..body_end];
+    let mut blocks = body.chunks_exact(BLOCK);
+    // `fold` with `&` rather than `all` inside a block: no early exit, so the block vectorises.
+    let blocks_ok = blocks.all(|block| block.iter().fold(true, |ok, &b| ok & is_b64token_byte(b)));
+    !body.is_empty() && blocks_ok && blocks.remainder().iter().all(|&b| is_b64token_byte(b))
+}
+
+/// Whether `token` has the shape of a JWS in compact form: three parts, so exactly two `.`
+/// (RFC 7515 §7.1). Anything else is an opaque token, which only its issuer can vouch for.
+pub fn is_compact_jws(token: &str) -> bool {
+    count_dots(token) == 2
+}
+
+/// The number of `.` in `token`, counted in [`BLOCK`]s like the syntax check, because it too
+/// runs over every token.
+fn count_dots(token: &str) -> usize {
+    let mut blocks = token.as_bytes().chunks_exact(BLOCK);
+    // A block has at most 32 dots: its count fits a `u8`, which keeps the lanes narrow.
+    let in_blocks: usize =
+        (&mut blocks).map(|block| usize::from(block.iter().fold(0u8, |n, &b| n + u8::from(b == b'.')))).sum();
+    in_blocks + blocks.remainder().iter().filter(|&&b| b == b'.').count()
 }
 
 #[cfg(test)]
@@ -144,5 +165,43 @@ mod tests {
         h.append(AUTHORIZATION, HeaderValue::from_static("Bearer b"));
         assert!(matches!(bearer_token(&h, 64), Err(AuthError::InvalidRequest(_))));
         assert_eq!(bearer_token(&HeaderMap::new(), 64), Ok(None));
+    }
+
+    #[test]
+    fn the_b64token_bytes_are_exactly_the_rfcs() {
+        for b in 0..=255u8 {
+            let rfc = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            assert_eq!(is_b64token_byte(b), rfc, "byte {b:#04x}");
+        }
+        // A bad byte is found at every position, inside a block or in the remainder.
+        let good = "aZ09-._~+/".repeat(10);
+        for at in 0..good.len() {
+            for bad in [b' ', b',', b'"', b'=', 0x80, 0xff, b'@', b'[', b'`', b'{'] {
+                if bad == b'=' && at == good.len() - 1 {
+                    continue; // padding, at the end only
+                }
+                let mut token = good.clone().into_bytes();
+                token[at] = bad;
+                assert!(!is_b64token(&token), "{bad:#04x} at {at}");
+            }
+        }
+        assert!(is_b64token(good.as_bytes()));
+        assert!(is_b64token(format!("{good}==").as_bytes()));
+        assert!(!is_b64token(b"=="));
+    }
+
+    #[test]
+    fn dots_are_counted_across_blocks() {
+        for len in [0, 1, 31, 32, 33, 64, 95, 700] {
+            let mut token = vec![b'a'; len];
+            let mut expected = 0;
+            for at in (0..len).step_by(7) {
+                token[at] = b'.';
+                expected += 1;
+            }
+            let token = String::from_utf8(token).expect("ASCII");
+            assert_eq!(count_dots(&token), expected, "{len}");
+        }
+        assert_eq!(count_dots(&".".repeat(64)), 64);
     }
 }

@@ -198,7 +198,7 @@ impl Gate {
         };
 
         // Anything but a three-part JWS is opaque: only the issuer can vouch for it.
-        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+        if !extract::is_compact_jws(token) {
             return match (requirement.mode, &self.introspector) {
                 (Mode::Introspect, Some(i)) if i.accepts_opaque() => {
                     Step::Introspect(Box::new(PendingIntrospection {
