@@ -26,7 +26,7 @@ use tokengate_load::{ADMIN_PATH, API_PATH, CLIENT_SECRET_ENV, LISTENING_PREFIX};
 use tokengate_testkit::Issuer;
 
 use crate::process::{Managed, TempDir};
-use crate::report::{Kind, Report, Row};
+use crate::report::{Kind, Report, RoundRatios, Row};
 use crate::wrk::Load;
 
 /// The driver's error type: every failure is a message for the operator.
@@ -45,19 +45,20 @@ const COMMAND_ENV: &str = "LOAD_BENCH_COMMAND";
 /// Timeout of the sanity-check requests made before each measurement.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Measured runs per worker count of the in-process group (bare axum, tokengate warm, later
-/// passes and introspect, bare axum 0.7, jwt-authorizer warm and later passes); for the time
-/// estimate. The first passes are counted apart.
+/// Measured runs per worker count of the in-process group (bare axum, tokengate warm and
+/// introspect in rounds, later passes, bare axum 0.7, jwt-authorizer warm and later passes);
+/// for the time estimate. The first passes are counted apart.
 const IN_PROCESS_RUNS_PER_WORKER_COUNT: u64 = 7;
 
 /// Measured runs per worker count of the proxy group (upstream direct, nginx, the gateway):
-/// each is [`PROXY_ROUNDS`] runs of a third of `--duration`, so the group takes as long.
+/// each is [`ROUNDS`] runs of a third of `--duration`, so the group takes as long.
 const PROXY_RUNS_PER_WORKER_COUNT: u64 = 3;
 
-/// Rounds of the proxy group: the upstream direct, nginx and the gateway run side by side and
-/// are measured in turns, one short run each per round (the order rotating), so a slow minute
-/// of a shared machine falls on all three alike; their rows take the median round.
-const PROXY_ROUNDS: usize = 3;
+/// Rounds of a group measured side by side (the proxies; bare axum against tokengate's warm
+/// token and `introspect` route): its targets run at once and are measured in turns, one
+/// short run each per round (the order rotating), so a slow minute of a shared machine falls
+/// on all of them alike; their rows take the median round.
+const ROUNDS: usize = 3;
 
 /// Short first passes over the distinct tokens per worker count (tokengate, jwt-authorizer).
 const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2;
@@ -347,6 +348,8 @@ impl ServerMode {
 struct Target<'p> {
     processes: Vec<&'p Managed>,
     url: String,
+    /// Whether the target refuses a request without a token (checked before it is measured).
+    auth: bool,
 }
 
 impl Bench<'_> {
@@ -411,12 +414,12 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Checks the target: 200 with the warm token and, when `auth`, 401 without one.
-    fn check(&self, url: &str, auth: bool) -> Result<(), Error> {
-        if auth {
-            self.expect_status(url, None, 401)?;
+    /// Checks the target: 200 with the warm token and, when it has auth, 401 without one.
+    fn check(&self, target: &Target<'_>) -> Result<(), Error> {
+        if target.auth {
+            self.expect_status(&target.url, None, 401)?;
         }
-        self.expect_status(url, Some(&self.warm_token), 200)
+        self.expect_status(&target.url, Some(&self.warm_token), 200)
     }
 
     /// Warm-up (warm token, not measured).
@@ -488,22 +491,45 @@ impl Bench<'_> {
         path: &str,
     ) -> Result<(), Error> {
         let (server, addr) = self.start_server(mode.as_str(), mode, workers)?;
-        let target = Target { processes: vec![&server], url: format!("http://{addr}{path}") };
-        self.check(&target.url, mode.has_auth())?;
+        let target =
+            Target { processes: vec![&server], url: format!("http://{addr}{path}"), auth: mode.has_auth() };
+        self.check(&target)?;
         self.warm_up(&format!("{kind:?}, {workers} worker(s)"), &target)?;
         let tokens = self.warm_file.clone();
         self.measure(kind, workers, &target, &tokens, false)
     }
 
-    /// Bare axum, tokengate (warm, distinct tokens, introspect), bare axum 0.7, jwt-authorizer
-    /// (warm, distinct tokens): each a fresh `load-server` process.
+    /// Bare axum against tokengate's warm token and its `introspect` route, in rounds (one
+    /// bare server and one tokengate server, side by side); then tokengate's distinct tokens,
+    /// bare axum 0.7, jwt-authorizer (warm, distinct tokens): each a fresh `load-server`
+    /// process.
     fn in_process_scenarios(&mut self, workers: usize) -> Result<(), Error> {
         use ServerMode::{Bare, BareAxum07, JwtAuthorizer, Tokengate};
-        self.simple_scenario(Kind::Bare, Bare, workers, API_PATH)?;
-        self.simple_scenario(Kind::TokengateWarm, Tokengate, workers, API_PATH)?;
+        let (bare, bare_addr) = self.start_server(Bare.as_str(), Bare, workers)?;
+        let (gate, gate_addr) = self.start_server(Tokengate.as_str(), Tokengate, workers)?;
+        let targets = [
+            (
+                Kind::Bare,
+                Target { processes: vec![&bare], url: format!("http://{bare_addr}{API_PATH}"), auth: false },
+            ),
+            (
+                Kind::TokengateWarm,
+                Target { processes: vec![&gate], url: format!("http://{gate_addr}{API_PATH}"), auth: true },
+            ),
+            (
+                Kind::TokengateIntrospect,
+                Target { processes: vec![&gate], url: format!("http://{gate_addr}{ADMIN_PATH}"), auth: true },
+            ),
+        ];
+        self.in_rounds(
+            workers,
+            &targets,
+            &[(Kind::TokengateWarm, Kind::Bare), (Kind::TokengateIntrospect, Kind::Bare)],
+        )?;
+        drop(targets);
+        drop((bare, gate));
         let passes = [Kind::TokengateFirstPass, Kind::TokengateLaterPasses];
         self.distinct_tokens_scenario(Tokengate, passes, workers)?;
-        self.simple_scenario(Kind::TokengateIntrospect, Tokengate, workers, ADMIN_PATH)?;
         self.simple_scenario(Kind::BareAxum07, BareAxum07, workers, API_PATH)?;
         self.simple_scenario(Kind::JwtAuthorizerWarm, JwtAuthorizer, workers, API_PATH)?;
         let passes = [Kind::JwtAuthorizerFirstPass, Kind::JwtAuthorizerLaterPasses];
@@ -522,8 +548,8 @@ impl Bench<'_> {
         workers: usize,
     ) -> Result<(), Error> {
         let (server, addr) = self.start_server(mode.as_str(), mode, workers)?;
-        let target = Target { processes: vec![&server], url: format!("http://{addr}{API_PATH}") };
-        self.check(&target.url, true)?;
+        let target = Target { processes: vec![&server], url: format!("http://{addr}{API_PATH}"), auth: true };
+        self.check(&target)?;
         self.warm_up(&format!("{first:?}, {workers} worker(s)"), &target)?;
         let tokens = self.distinct_file.clone();
         self.measure(first, workers, &target, &tokens, true)?;
@@ -531,11 +557,7 @@ impl Bench<'_> {
     }
 
     /// One bare upstream, nginx (no auth) and the gateway (warm token) in front of it, all
-    /// running at once: each checked and warmed up, then [`PROXY_ROUNDS`] rounds in which the
-    /// upstream directly, nginx and the gateway are each measured for a third of `--duration`,
-    /// in an order that rotates. Each one's row is its median round by req/s, with CPU per
-    /// request over all its rounds; the gateway's ratio to nginx is the median of the rounds'
-    /// ratios, each from two runs seconds apart.
+    /// running at once, measured in rounds (see [`in_rounds`](Self::in_rounds)).
     fn proxy_scenarios(&mut self, workers: usize) -> Result<(), Error> {
         let (upstream, upstream_addr) = self.start_server("upstream", ServerMode::Bare, workers)?;
         let (nginx, nginx_addr) = nginx::start(&self.cli.nginx, &self.dir, workers, upstream_addr)?;
@@ -543,28 +565,52 @@ impl Bench<'_> {
         let targets = [
             (
                 Kind::UpstreamDirect,
-                Target { processes: vec![&upstream], url: format!("http://{upstream_addr}{API_PATH}") },
+                Target {
+                    processes: vec![&upstream],
+                    url: format!("http://{upstream_addr}{API_PATH}"),
+                    auth: false,
+                },
             ),
             (
                 Kind::Nginx,
-                Target { processes: vec![&nginx, &upstream], url: format!("http://{nginx_addr}{API_PATH}") },
+                Target {
+                    processes: vec![&nginx, &upstream],
+                    url: format!("http://{nginx_addr}{API_PATH}"),
+                    auth: false,
+                },
             ),
             (
                 Kind::Gateway,
                 Target {
                     processes: vec![&gateway, &upstream],
                     url: format!("http://{gateway_addr}{API_PATH}"),
+                    auth: true,
                 },
             ),
         ];
-        for (kind, target) in &targets {
-            self.check(&target.url, *kind == Kind::Gateway)?;
+        self.in_rounds(workers, &targets, &[(Kind::Gateway, Kind::Nginx)])
+    }
+
+    /// Measures `targets`, all running at once: each checked and warmed up, then [`ROUNDS`]
+    /// rounds in which each is measured for a third of `--duration`, in an order that rotates.
+    /// Each one's row is its median round by req/s, with CPU per request over all its rounds
+    /// (so the added CPU of one against another comes from the same minutes); for each pair in
+    /// `compared`, the report keeps the rounds' req/s ratios, each from two runs seconds apart,
+    /// and the table shows their median.
+    fn in_rounds(
+        &mut self,
+        workers: usize,
+        targets: &[(Kind, Target<'_>)],
+        compared: &[(Kind, Kind)],
+    ) -> Result<(), Error> {
+        for (kind, target) in targets {
+            self.check(target)?;
             self.warm_up(&format!("{kind:?}, {workers} worker(s)"), target)?;
         }
         let warm = self.warm_file.clone();
-        let slice = Duration::from_secs((self.cli.duration / PROXY_ROUNDS as u64).max(1));
-        let mut rounds: [Vec<Row>; 3] = Default::default();
-        for round in 0..PROXY_ROUNDS {
+        let slice = Duration::from_secs((self.cli.duration / ROUNDS as u64).max(1));
+        let mut rounds: Vec<Vec<Row>> = vec![Vec::new(); targets.len()];
+        for round in 0..ROUNDS {
             for turn in 0..targets.len() {
                 let index = (round + turn) % targets.len();
                 let (kind, target) = &targets[index];
@@ -572,16 +618,18 @@ impl Bench<'_> {
                 rounds[index].push(row);
             }
         }
-        // In the order of `targets`.
-        let [_, nginx_rounds, gateway_rounds] = &rounds;
-        let ratios: Vec<f64> =
-            gateway_rounds.iter().zip(nginx_rounds).map(|(gateway, nginx)| gateway.rps / nginx.rps).collect();
+        let position = |kind: Kind| targets.iter().position(|(k, _)| *k == kind);
+        for &(kind, other) in compared {
+            if let (Some(a), Some(b)) = (position(kind), position(other)) {
+                let ratios = rounds[a].iter().zip(&rounds[b]).map(|(x, y)| x.rps / y.rps).collect();
+                self.report.round_ratios.push(RoundRatios { kind, other, workers, ratios });
+            }
+        }
         for samples in rounds {
             if let Some(row) = report::median_round(&samples) {
                 self.report.rows.push(row);
             }
         }
-        self.report.gateway_vs_nginx.push((workers, ratios));
         Ok(())
     }
 

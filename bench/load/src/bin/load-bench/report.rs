@@ -89,8 +89,21 @@ pub struct Report {
     pub tokens: usize,
     /// CPU clock ticks per second, for the precision note.
     pub ticks_per_second: u64,
-    /// Per worker count, the gateway's req/s over nginx's in each round of the proxy group.
-    pub gateway_vs_nginx: Vec<(usize, Vec<f64>)>,
+    /// Req/s ratios of scenarios measured side by side, round by round.
+    pub round_ratios: Vec<RoundRatios>,
+}
+
+/// The req/s of `kind` over that of `other`, in each round of a group measured in rounds.
+#[derive(Debug, Clone)]
+pub struct RoundRatios {
+    /// The scenario over …
+    pub kind: Kind,
+    /// … this one (its baseline, or its peer).
+    pub other: Kind,
+    /// Server worker threads of both.
+    pub workers: usize,
+    /// One ratio per round.
+    pub ratios: Vec<f64>,
 }
 
 /// The median of `values` (the mean of the middle two for an even count); `None` if empty.
@@ -135,19 +148,20 @@ impl Report {
         self.rows.iter().find(|row| row.kind == kind && row.workers == workers)
     }
 
-    /// Requests/s of `kind` over that of `other`, same worker count. The gateway over nginx:
-    /// the median of the proxy group's rounds, when it ran in rounds.
+    /// Requests/s of `kind` over that of `other`, same worker count: the median of the rounds'
+    /// ratios when the two were measured in rounds, else the ratio of their rows.
     fn rps_ratio(&self, kind: Kind, other: Kind, workers: usize) -> Option<f64> {
-        if (kind, other) == (Kind::Gateway, Kind::Nginx)
-            && let Some(ratio) = self.rounds_vs_nginx(workers).and_then(median)
-        {
+        if let Some(ratio) = self.rounds(kind, other, workers).and_then(median) {
             return Some(ratio);
         }
         Some(self.find(kind, workers)?.rps / self.find(other, workers)?.rps)
     }
 
-    fn rounds_vs_nginx(&self, workers: usize) -> Option<&[f64]> {
-        self.gateway_vs_nginx.iter().find(|(w, _)| *w == workers).map(|(_, ratios)| ratios.as_slice())
+    fn rounds(&self, kind: Kind, other: Kind, workers: usize) -> Option<&[f64]> {
+        self.round_ratios
+            .iter()
+            .find(|r| (r.kind, r.other, r.workers) == (kind, other, workers))
+            .map(|r| r.ratios.as_slice())
     }
 
     /// CPU µs per request of `kind` minus that of its baseline, same worker count.
@@ -205,11 +219,13 @@ impl Report {
                     direct.cpu_us_per_req - bare.cpu_us_per_req,
                 );
             }
-            if let Some(ratios) = self.rounds_vs_nginx(workers).filter(|r| !r.is_empty()) {
-                let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}×")).collect();
+            for rounds in self.round_ratios.iter().filter(|r| r.workers == workers && !r.ratios.is_empty()) {
+                let shown: Vec<String> = rounds.ratios.iter().map(|r| format!("{r:.2}×")).collect();
                 let _ = writeln!(
                     out,
-                    "- gateway vs nginx, {workers} worker(s), round by round (each pair measured seconds apart): {}; the table's ratio is their median. The proxy rows are each their median round.",
+                    "- {} vs {}, {workers} worker(s), round by round (each pair measured seconds apart): {}; the table's ratio is their median, and both rows are their median round (CPU over all rounds).",
+                    rounds.kind.label(self.tokens),
+                    rounds.other.label(self.tokens),
                     shown.join(", "),
                 );
             }
@@ -375,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn proxy_rounds_give_the_median_round_and_the_median_ratio() {
+    fn rounds_give_the_median_round_and_the_median_ratio() {
         let rounds = [
             row(Kind::Nginx, 1, 900.0, 30.0),
             row(Kind::Nginx, 1, 500.0, 50.0),
@@ -393,7 +409,12 @@ mod tests {
         // The gateway's ratio to nginx is the median of the rounds', not the ratio of the rows.
         let report = Report {
             rows: vec![row_of(Kind::Nginx, 1000.0), row_of(Kind::Gateway, 500.0)],
-            gateway_vs_nginx: vec![(1, vec![0.9, 0.5, 0.85])],
+            round_ratios: vec![RoundRatios {
+                kind: Kind::Gateway,
+                other: Kind::Nginx,
+                workers: 1,
+                ratios: vec![0.9, 0.5, 0.85],
+            }],
             ..Report::default()
         };
         assert_eq!(report.rps_ratio(Kind::Gateway, Kind::Nginx, 1), Some(0.85));
@@ -401,6 +422,29 @@ mod tests {
             report.notes().contains("round by round (each pair measured seconds apart): 0.90×, 0.50×, 0.85×")
         );
         assert!(report.targets().contains("gateway req/s vs nginx, 1 worker(s): 0.85× (target ≥ 0.8×): met"));
+
+        // Any pair measured in rounds: the warm token against bare axum too.
+        let report = Report {
+            rows: vec![row_of(Kind::Bare, 1000.0), row_of(Kind::TokengateWarm, 700.0)],
+            round_ratios: vec![RoundRatios {
+                kind: Kind::TokengateWarm,
+                other: Kind::Bare,
+                workers: 1,
+                ratios: vec![0.95, 0.7, 0.9],
+            }],
+            ..Report::default()
+        };
+        assert_eq!(report.rps_ratio(Kind::TokengateWarm, Kind::Bare, 1), Some(0.9));
+        assert_eq!(
+            report.rps_ratio(Kind::Bare, Kind::TokengateWarm, 1),
+            Some(1000.0 / 700.0),
+            "not the other way"
+        );
+        assert!(
+            report.table().contains("| tokengate, 1 warm token | 1 | 700 | 0.90× |"),
+            "{}",
+            report.table()
+        );
     }
 
     fn row_of(kind: Kind, rps: f64) -> Row {
