@@ -148,7 +148,7 @@ impl Gate {
                 let issuer = introspector.issuer_arc().clone();
                 let principal = jwt::principal_from_members(issuer, members, VerifiedBy::Introspection)
                     .map_err(AuthError::InvalidToken)?;
-                if self.is_revoked(&principal) {
+                if self.is_revoked(&principal, self.clock.now()) {
                     return Err(AuthError::InvalidToken(Rejection::Revoked));
                 }
                 principal
@@ -158,8 +158,8 @@ impl Gate {
         Ok(Authorized { path: pending.path, requirement: pending.requirement, principal: Some(principal) })
     }
 
-    /// 7. The revocation list: by `jti`, by `sub` and `iat`, by session (`sid`).
-    fn is_revoked(&self, principal: &Principal) -> bool {
+    /// 7. The revocation list at `now`: by `jti`, by `sub` and `iat`, by session (`sid`).
+    fn is_revoked(&self, principal: &Principal, now: i64) -> bool {
         self.revocations.is_token_revoked(
             principal.issuer(),
             principal.token_id(),
@@ -167,7 +167,7 @@ impl Gate {
             principal.session_id(),
             principal.issued_at(),
             principal.expires_at(),
-            self.clock.now(),
+            now,
         )
     }
 
@@ -241,7 +241,7 @@ impl Gate {
         };
 
         // 7. Revocation list.
-        if self.is_revoked(&principal) {
+        if self.is_revoked(&principal, now) {
             return Done(Err(AuthError::InvalidToken(Rejection::Revoked)));
         }
 
