@@ -4,7 +4,10 @@
 //! verified locally against the issuer's keys (no network call); routes can be public,
 //! optional, local or introspected; failures answer exactly as RFC 6750 says.
 //!
-//! ```
+//! With feature `axum` (the example runs as a doctest then, and is skipped without it):
+//!
+#![cfg_attr(feature = "axum", doc = "```")]
+#![cfg_attr(not(feature = "axum"), doc = "```ignore")]
 //! use axum::{Router, routing::get};
 //! use tokengate::{Algorithm, IssuerConfig, Principal, TokenGateLayer};
 //! use tokengate::policy::{Requirement, RoutePolicy, Rule};
