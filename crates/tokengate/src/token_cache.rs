@@ -8,7 +8,7 @@
 //! pipeline), the issuer's keys must still be usable, and the entry is void as soon as the
 //! issuer's key set has changed (a generation number compare, not a search).
 //!
-//! Bounded twice: by entries and by bytes (each entry weighs its [`TokenFacts`], the token's
+//! Bounded twice: by entries and by bytes (each entry weighs its `TokenFacts`, the token's
 //! claims text and a small header in one allocation, plus its slot). Neither bound can be
 //! exceeded: both are split evenly between the shards and enforced per shard. The tables are
 //! sized up front for `max_entries` (≈ 50 bytes of address space per entry, resident only as

@@ -37,7 +37,7 @@ pub enum FetchError {
     Status(u16),
     /// The document is larger than the cap.
     TooLarge(usize),
-    /// A redirect was not followed: too many hops, or to a URL the [`check_url`] rule refuses
+    /// A redirect was not followed: too many hops, or to a URL the `check_url` rule refuses
     /// (plain `http` to a non-loopback host without `allow_http`, or another scheme).
     Redirect(String),
 }

@@ -2,7 +2,7 @@
 //! its freshness.
 //!
 //! Readers call [`KeyStore::snapshot`] (an `ArcSwap` load: no lock, no wait). Only the
-//! refresher ([`super::refresh`]) writes. A request that meets an unknown `kid` may ask for a
+//! refresher (`jwks::refresh`) writes. A request that meets an unknown `kid` may ask for a
 //! refresh; at most one such fetch runs per cooldown, and every request that missed in the
 //! meantime waits for that same fetch, for a bounded time.
 
