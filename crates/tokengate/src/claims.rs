@@ -26,7 +26,10 @@ pub enum VerifiedBy {
 ///
 /// Cheap to clone: everything lives behind one `Arc`. The token's facts (its claims text, the
 /// subject, scopes and times) are shared with the verified-token cache; the `Principal` adds
-/// only what one request learns (how the token was confirmed, and lazily parsed views).
+/// how the token was confirmed and lazily parsed views of the facts. A thread's requests with
+/// the same token may share one `Principal` (the verified-token cache keeps each thread's
+/// recent ones), so what it parsed for one request is there for the next: views of the same
+/// facts, never anything a request wrote.
 #[derive(Clone)]
 pub struct Principal(Arc<PrincipalData>);
 
@@ -338,8 +341,9 @@ impl Principal {
     }
 
     /// Every claim of the token, as verified (a JSON object). Parsed from the token's text on
-    /// the first call for this request, then kept; prefer [`claims_as`](Self::claims_as) for
-    /// a typed view, which reads the text directly.
+    /// the first call for this principal (which a thread's requests with the same token may
+    /// share), then kept; prefer [`claims_as`](Self::claims_as) for a typed view, which reads
+    /// the text directly.
     pub fn claims(&self) -> &Value {
         // The verifier (or the introspection client) parsed this text already and refused
         // duplicates and the member names `serde_json` reserves, so `Value` reads it as the

@@ -12,13 +12,15 @@
 //! claims text and a small header in one allocation, plus its slot). Neither bound can be
 //! exceeded: both are split evenly between the shards and enforced per shard. The tables are
 //! sized up front for `max_entries` (≈ 50 bytes of address space per entry, resident only as
-//! entries arrive); `max_bytes` counts the entries' weight, not that reservation.
+//! entries arrive); `max_bytes` counts the entries' weight, not that reservation. Apart from
+//! both bounds, each thread that decides requests keeps copies of its last few hits (at most
+//! 64, each of at most 4 KiB of facts; see `token_cache/hot.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::claims::{Principal, TokenFacts};
 
@@ -58,9 +60,10 @@ const SLOT_BYTES: u64 = (std::mem::size_of::<(u64, Slot)>() + 24) as u64;
 /// shard count, and a token weighing more than a shard's share of `max_bytes` is not cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCacheConfig {
-    /// Maximum number of cached tokens.
+    /// Maximum number of cached tokens (in the shared table; each thread that decides requests
+    /// also keeps copies of up to 64 recent hits).
     pub max_entries: u64,
-    /// Memory budget, in bytes: the entries' own weight (their facts and their slots).
+    /// Memory budget, in bytes: the shared entries' own weight (their facts and their slots).
     pub max_bytes: u64,
 }
 
@@ -198,6 +201,8 @@ impl Shard {
 pub(crate) struct TokenCache {
     /// Tells this cache's entries in each thread's [`hot`] set from another cache's.
     id: u64,
+    /// Lives as long as the cache: a thread's entries of a dropped cache are swept.
+    alive: Arc<()>,
     shards: Box<[RwLock<Shard>]>,
     entries_per_shard: usize,
     bytes_per_shard: u64,
@@ -222,10 +227,15 @@ impl TokenCache {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
             shards: shards_vec.into_boxed_slice(),
             entries_per_shard,
             bytes_per_shard: config.max_bytes / shards,
         }
+    }
+
+    fn owner(&self) -> hot::Owner<'_> {
+        hot::Owner { id: self.id, alive: &self.alive }
     }
 
     fn shard(&self, key: &Key) -> &RwLock<Shard> {
@@ -252,7 +262,7 @@ impl TokenCache {
         let principal = if valid(&hit) { make(&hit) } else { None };
         match principal {
             Some(principal) => {
-                hot::put(self.id, &key, hit, principal.clone());
+                hot::put(&self.owner(), &key, hit, principal.clone(), now);
                 Some(principal)
             }
             None => {
@@ -309,10 +319,13 @@ impl TokenCache {
         let stamp = ((entry.issuer as u64) << GENERATION_BITS | entry.generation) as u32;
         shard.table.insert(key.index, Slot { check: key.check, facts: entry.facts.clone(), deadline, stamp });
         drop(shard);
-        hot::put(self.id, &key, entry, principal.clone());
+        hot::put(&self.owner(), &key, entry, principal.clone(), now);
     }
 
-    /// Forgets the token with hash `hash` (in the shared table and this thread's copies).
+    /// Forgets the token with hash `hash`: in the shared table and in **this** thread's copies
+    /// only. Other threads' copies stay until their own check fails, so this is for entries
+    /// that fail a check every thread makes on every hit (as [`principal`](Self::principal)
+    /// does), never a way to revoke a token: the revocation list is checked on every request.
     pub(crate) fn invalidate(&self, hash: &[u8; 32]) {
         let key = Key::of(hash);
         hot::forget(self.id, &key);
@@ -559,5 +572,49 @@ mod tests {
             (0..1_000).all(|n| principal(&cache, &hash(n), 0, true).is_some()),
             "the shared table has them all"
         );
+    }
+
+    #[test]
+    fn a_threads_copies_of_a_dropped_cache_or_of_dead_tokens_are_swept() {
+        // Copies of a cache that is gone: swept within the thread's next SLOTS copies.
+        let gone = TokenCache::new(TokenCacheConfig::default());
+        for n in 0..64 {
+            insert(&gone, &hash(n), entry(Some(1_000), 0), 0);
+        }
+        let gone_id = gone.id;
+        assert!(hot::held(gone_id) > hot::SLOTS / 2);
+        drop(gone);
+        let other = TokenCache::new(TokenCacheConfig::default());
+        for n in 1_000..1_000 + hot::SLOTS as u64 {
+            insert(&other, &hash(n), entry(Some(1_000), 0), 0);
+        }
+        assert_eq!(hot::held(gone_id), 0, "without sweeps about a third would stay");
+
+        // Copies of tokens that died: swept too (the shared table drops them at its own sweep).
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        for n in 0..64 {
+            insert(&cache, &hash(n), entry(Some(100), 0), 0);
+        }
+        assert!(hot::held(cache.id) > hot::SLOTS / 2);
+        for n in 1_000..1_000 + hot::SLOTS as u64 {
+            insert(&cache, &hash(n), entry(Some(10_000), 200), 200);
+        }
+        assert_eq!(hot::held_where(cache.id, |v| v.deadline <= 200), 0);
+        assert!(hot::held(cache.id) > 0, "the live ones stay");
+    }
+
+    #[test]
+    fn a_thread_keeps_no_copy_of_a_heavy_token() {
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        let claims = format!(r#"{{"sub":"alice","pad":"{}"}}"#, "x".repeat(hot::MAX_COPY_BYTES));
+        let source =
+            FactsSource { subject: Some("alice"), expires_at: Some(1_000), ..FactsSource::default() };
+        let facts = TokenFacts::new(&claims, &source).expect("facts");
+        assert!(facts.len() > hot::MAX_COPY_BYTES);
+        insert(&cache, &hash(1), Verified::new(facts, 0, 7, 0, 30), 0);
+        assert_eq!(hot::held(cache.id), 0);
+        assert_eq!(cache.entry_count(), 1, "the shared cache has it");
+        assert!(principal(&cache, &hash(1), 0, true).is_some());
+        assert_eq!(hot::held(cache.id), 0, "and a hit makes no copy either");
     }
 }

@@ -4,17 +4,26 @@
 //! A hit in the shared cache writes to memory every worker shares: the shard lock's word and
 //! the reference counts of the token's facts and of its issuer's name. With two workers on the
 //! same token those cache lines move between cores on every request. A hit here touches only
-//! this thread's memory and the principal it built itself, and it skips building a principal.
+//! this thread's memory and the principal it built itself (unless a request that holds it ends
+//! on another worker), and it skips building a principal.
 //!
 //! It is no shortcut around the checks: an entry is a copy of a shared entry (or of one just
 //! inserted), with the same deadline, issuer and key-set generation, and the caller's check
 //! (key set unchanged and usable, `exp`, `nbf`) runs on every hit, as for the shared cache.
 //! The revocation list and the route's scopes are checked after either, by the pipeline.
 //! Entries are direct-mapped by hash bits and tagged with their cache's identity, so two
-//! layers on one thread never see each other's tokens. Bounded: [`SLOTS`] entries a thread,
-//! each holding one token's facts (at most the layer's token size cap of claims).
+//! layers on one thread never see each other's tokens.
+//!
+//! Bounded apart from the shared cache's limits: at most [`SLOTS`] entries a thread, each of a
+//! token whose facts weigh at most [`MAX_COPY_BYTES`], plus what its principal parses when a
+//! handler asks (`claims()`, `scopes()`), since the principal is shared by the requests that
+//! hit it. Dead entries, and entries of a cache that was dropped, go at the thread's next
+//! sweep (every [`SLOTS`]th copy it makes) or when looked up; like the shared cache, which drops
+//! dead entries at its next insert, a thread that stops deciding requests keeps its copies
+//! until it decides again.
 
 use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 
 use super::{Key, Verified};
 use crate::claims::Principal;
@@ -23,10 +32,23 @@ use crate::claims::Principal;
 /// now; a worker that sees thousands of tokens goes to the shared cache as before.
 pub(super) const SLOTS: usize = 64;
 
+/// Heaviest token facts (claims text and header) a thread keeps a copy of: 4 KiB, the claims of
+/// nearly every access token; heavier tokens are served by the shared cache alone.
+pub(super) const MAX_COPY_BYTES: usize = 4096;
+
+/// The cache an entry belongs to: its identity, and whether it still exists.
+pub(super) struct Owner<'a> {
+    pub(super) id: u64,
+    /// Held by the cache; entries keep a `Weak` of it.
+    pub(super) alive: &'a Arc<()>,
+}
+
 /// One remembered hit.
 struct Entry {
     /// Which [`TokenCache`](super::TokenCache) it belongs to.
     cache: u64,
+    /// Gone once that cache is dropped: the entry is then dropped at the next sweep.
+    alive: Weak<()>,
     /// The token's hash bits, as the shared table keys them: all 128 must match.
     index: u64,
     check: u64,
@@ -40,8 +62,14 @@ impl Entry {
     }
 }
 
+/// A thread's entries, and how many copies it has made (to time its sweeps).
+struct HotSet {
+    slots: Vec<Option<Entry>>,
+    copies: u32,
+}
+
 thread_local! {
-    static HOT: RefCell<Vec<Option<Entry>>> = const { RefCell::new(Vec::new()) };
+    static HOT: RefCell<HotSet> = const { RefCell::new(HotSet { slots: Vec::new(), copies: 0 }) };
 }
 
 fn slot(cache: u64, key: &Key) -> usize {
@@ -60,7 +88,7 @@ pub(super) fn get(
 ) -> Option<Principal> {
     let found = HOT.try_with(|hot| {
         let mut hot = hot.try_borrow_mut().ok()?;
-        let place = hot.get_mut(slot(cache, key))?;
+        let place = hot.slots.get_mut(slot(cache, key))?;
         let entry = place.as_ref().filter(|e| e.is_for(cache, key))?;
         Some(if now < entry.verified.deadline && valid(&entry.verified) {
             Ok(entry.principal.clone())
@@ -75,19 +103,40 @@ pub(super) fn get(
     }
 }
 
-/// Remembers `principal`, built from `verified`, as this thread's entry for `key` in `cache`.
-pub(super) fn put(cache: u64, key: &Key, verified: Verified, principal: Principal) {
-    let entry = Entry { cache, index: key.index, check: key.check, verified, principal };
-    let _replaced = HOT
-        .try_with(|hot| {
-            let mut hot = hot.try_borrow_mut().ok()?;
-            if hot.is_empty() {
-                hot.resize_with(SLOTS, || None);
-            }
-            hot[slot(cache, key)].replace(entry)
-        })
-        .ok()
-        .flatten();
+/// Remembers `principal`, built from `verified`, as this thread's entry for `key` in `owner`'s
+/// cache, unless the token's facts weigh more than [`MAX_COPY_BYTES`]. Every [`SLOTS`]th copy,
+/// sweeps the thread's set: entries of dropped caches go, and `owner`'s entries dead at `now`.
+pub(super) fn put(owner: &Owner<'_>, key: &Key, verified: Verified, principal: Principal, now: i64) {
+    if verified.facts.len() > MAX_COPY_BYTES {
+        return;
+    }
+    let entry = Entry {
+        cache: owner.id,
+        alive: Arc::downgrade(owner.alive),
+        index: key.index,
+        check: key.check,
+        verified,
+        principal,
+    };
+    // What leaves the set is dropped here, once the thread's set is no longer borrowed.
+    let _gone = HOT.try_with(|hot| {
+        let mut hot = hot.try_borrow_mut().ok()?;
+        if hot.slots.is_empty() {
+            hot.slots.resize_with(SLOTS, || None);
+        }
+        let replaced = hot.slots[slot(owner.id, key)].replace(entry);
+        hot.copies = hot.copies.wrapping_add(1);
+        let swept =
+            if hot.copies % SLOTS as u32 == 0 { sweep(&mut hot.slots, owner.id, now) } else { Vec::new() };
+        Some((replaced, swept))
+    });
+}
+
+/// Takes out the entries of caches that are gone, and those of cache `id` dead at `now` (the
+/// other caches' entries are judged on their own clocks, when looked up).
+fn sweep(slots: &mut [Option<Entry>], id: u64, now: i64) -> Vec<Entry> {
+    let dead = |e: &Entry| e.alive.strong_count() == 0 || (e.cache == id && now >= e.verified.deadline);
+    slots.iter_mut().filter(|place| place.as_ref().is_some_and(dead)).filter_map(Option::take).collect()
 }
 
 /// Forgets this thread's entry for `key` in `cache`, if it has one.
@@ -95,7 +144,7 @@ pub(super) fn forget(cache: u64, key: &Key) {
     let _dead = HOT
         .try_with(|hot| {
             let mut hot = hot.try_borrow_mut().ok()?;
-            let place = hot.get_mut(slot(cache, key))?;
+            let place = hot.slots.get_mut(slot(cache, key))?;
             if place.as_ref().is_some_and(|e| e.is_for(cache, key)) { place.take() } else { None }
         })
         .ok()
@@ -105,5 +154,13 @@ pub(super) fn forget(cache: u64, key: &Key) {
 /// Entries this thread holds for `cache` (for tests).
 #[cfg(test)]
 pub(super) fn held(cache: u64) -> usize {
-    HOT.with(|hot| hot.borrow().iter().flatten().filter(|e| e.cache == cache).count())
+    held_where(cache, |_| true)
+}
+
+/// Entries this thread holds for `cache` that `which` picks (for tests).
+#[cfg(test)]
+pub(super) fn held_where(cache: u64, which: impl Fn(&Verified) -> bool) -> usize {
+    HOT.with(|hot| {
+        hot.borrow().slots.iter().flatten().filter(|e| e.cache == cache && which(&e.verified)).count()
+    })
 }
