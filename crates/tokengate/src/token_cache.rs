@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 use crate::claims::{Principal, TokenFacts};
 
@@ -199,10 +199,9 @@ impl Shard {
 /// work is one pass over the shard per `capacity / 16` inserts). Dead entries are never served,
 /// and each shard drops them every [`SWEEP_INTERVAL_SECS`] at its next insert.
 pub(crate) struct TokenCache {
-    /// Tells this cache's entries in each thread's [`hot`] set from another cache's.
+    /// Tells this cache's entries in each thread's [`hot`] set from another cache's (and, once
+    /// the cache is dropped, marks them for the threads' sweeps).
     id: u64,
-    /// Lives as long as the cache: a thread's entries of a dropped cache are swept.
-    alive: Arc<()>,
     shards: Box<[RwLock<Shard>]>,
     entries_per_shard: usize,
     bytes_per_shard: u64,
@@ -225,17 +224,14 @@ impl TokenCache {
             })
             .collect();
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        hot::made(id);
         Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            alive: Arc::new(()),
+            id,
             shards: shards_vec.into_boxed_slice(),
             entries_per_shard,
             bytes_per_shard: config.max_bytes / shards,
         }
-    }
-
-    fn owner(&self) -> hot::Owner<'_> {
-        hot::Owner { id: self.id, alive: &self.alive }
     }
 
     fn shard(&self, key: &Key) -> &RwLock<Shard> {
@@ -262,7 +258,7 @@ impl TokenCache {
         let principal = if valid(&hit) { make(&hit) } else { None };
         match principal {
             Some(principal) => {
-                hot::put(&self.owner(), &key, hit, principal.clone(), now);
+                hot::put(self.id, &key, hit, principal.clone(), now);
                 Some(principal)
             }
             None => {
@@ -319,7 +315,7 @@ impl TokenCache {
         let stamp = ((entry.issuer as u64) << GENERATION_BITS | entry.generation) as u32;
         shard.table.insert(key.index, Slot { check: key.check, facts: entry.facts.clone(), deadline, stamp });
         drop(shard);
-        hot::put(&self.owner(), &key, entry, principal.clone(), now);
+        hot::put(self.id, &key, entry, principal.clone(), now);
     }
 
     /// Forgets the token with hash `hash`: in the shared table and in **this** thread's copies
@@ -346,6 +342,12 @@ impl TokenCache {
     #[cfg(test)]
     fn weighed_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.read().unwrap_or_else(PoisonError::into_inner).bytes).sum()
+    }
+}
+
+impl Drop for TokenCache {
+    fn drop(&mut self) {
+        hot::dropped(self.id);
     }
 }
 

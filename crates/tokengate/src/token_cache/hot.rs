@@ -23,7 +23,8 @@
 //! until it decides again.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Weak};
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
 use super::{Key, Verified};
 use crate::claims::Principal;
@@ -36,19 +37,27 @@ pub(super) const SLOTS: usize = 64;
 /// nearly every access token; heavier tokens are served by the shared cache alone.
 pub(super) const MAX_COPY_BYTES: usize = 4096;
 
-/// The cache an entry belongs to: its identity, and whether it still exists.
-pub(super) struct Owner<'a> {
-    pub(super) id: u64,
-    /// Held by the cache; entries keep a `Weak` of it.
-    pub(super) alive: &'a Arc<()>,
+/// The identities of the caches that exist: a sweep drops entries of any other. Written when a
+/// cache is made or dropped, read by a sweep — never on a request's own path, so no worker
+/// writes it per request (a `Weak` per entry would have: its count is one shared cache line).
+static LIVE_CACHES: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+
+/// Records that cache `id` exists, until [`dropped`].
+pub(super) fn made(id: u64) {
+    LIVE_CACHES.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(HashSet::new).insert(id);
+}
+
+/// Records that cache `id` is gone: every thread's entries of it go at its next sweep.
+pub(super) fn dropped(id: u64) {
+    if let Some(live) = LIVE_CACHES.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        live.remove(&id);
+    }
 }
 
 /// One remembered hit.
 struct Entry {
     /// Which [`TokenCache`](super::TokenCache) it belongs to.
     cache: u64,
-    /// Gone once that cache is dropped: the entry is then dropped at the next sweep.
-    alive: Weak<()>,
     /// The token's hash bits, as the shared table keys them: all 128 must match.
     index: u64,
     check: u64,
@@ -103,31 +112,24 @@ pub(super) fn get(
     }
 }
 
-/// Remembers `principal`, built from `verified`, as this thread's entry for `key` in `owner`'s
-/// cache, unless the token's facts weigh more than [`MAX_COPY_BYTES`]. Every [`SLOTS`]th copy,
-/// sweeps the thread's set: entries of dropped caches go, and `owner`'s entries dead at `now`.
-pub(super) fn put(owner: &Owner<'_>, key: &Key, verified: Verified, principal: Principal, now: i64) {
+/// Remembers `principal`, built from `verified`, as this thread's entry for `key` in `cache`,
+/// unless the token's facts weigh more than [`MAX_COPY_BYTES`]. Every [`SLOTS`]th copy, sweeps
+/// the thread's set: entries of dropped caches go, and `cache`'s entries dead at `now`.
+pub(super) fn put(cache: u64, key: &Key, verified: Verified, principal: Principal, now: i64) {
     if verified.facts.len() > MAX_COPY_BYTES {
         return;
     }
-    let entry = Entry {
-        cache: owner.id,
-        alive: Arc::downgrade(owner.alive),
-        index: key.index,
-        check: key.check,
-        verified,
-        principal,
-    };
+    let entry = Entry { cache, index: key.index, check: key.check, verified, principal };
     // What leaves the set is dropped here, once the thread's set is no longer borrowed.
     let _gone = HOT.try_with(|hot| {
         let mut hot = hot.try_borrow_mut().ok()?;
         if hot.slots.is_empty() {
             hot.slots.resize_with(SLOTS, || None);
         }
-        let replaced = hot.slots[slot(owner.id, key)].replace(entry);
+        let replaced = hot.slots[slot(cache, key)].replace(entry);
         hot.copies = hot.copies.wrapping_add(1);
         let swept =
-            if hot.copies % SLOTS as u32 == 0 { sweep(&mut hot.slots, owner.id, now) } else { Vec::new() };
+            if hot.copies % SLOTS as u32 == 0 { sweep(&mut hot.slots, cache, now) } else { Vec::new() };
         Some((replaced, swept))
     });
 }
@@ -135,7 +137,9 @@ pub(super) fn put(owner: &Owner<'_>, key: &Key, verified: Verified, principal: P
 /// Takes out the entries of caches that are gone, and those of cache `id` dead at `now` (the
 /// other caches' entries are judged on their own clocks, when looked up).
 fn sweep(slots: &mut [Option<Entry>], id: u64, now: i64) -> Vec<Entry> {
-    let dead = |e: &Entry| e.alive.strong_count() == 0 || (e.cache == id && now >= e.verified.deadline);
+    let live = LIVE_CACHES.lock().unwrap_or_else(PoisonError::into_inner);
+    let gone = |cache: u64| live.as_ref().is_none_or(|live| !live.contains(&cache));
+    let dead = |e: &Entry| gone(e.cache) || (e.cache == id && now >= e.verified.deadline);
     slots.iter_mut().filter(|place| place.as_ref().is_some_and(dead)).filter_map(Option::take).collect()
 }
 
