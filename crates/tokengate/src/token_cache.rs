@@ -194,10 +194,11 @@ impl Shard {
 /// A hit takes one shard's read lock for a table lookup and a reference-count increment;
 /// nothing on the hit path writes to the table, so hits on one shard do not wait for each
 /// other. Each thread also keeps its last few hits with their principals ([`hot`]): a token
-/// the thread saw a moment ago is found there with no lock and no shared write. An insert (after a signature check, tens of microseconds) takes the write lock.
-/// When a shard is full, a random sixteenth of it goes at once (chosen by hash bits, so the
-/// work is one pass over the shard per `capacity / 16` inserts). Dead entries are never served,
-/// and each shard drops them every [`SWEEP_INTERVAL_SECS`] at its next insert.
+/// the thread saw a moment ago is found there with no lock and no shared write. An insert
+/// (after a signature check, tens of microseconds) takes the write lock. When a shard is full,
+/// a random sixteenth of it goes at once (chosen by hash bits, so the work is one pass over the
+/// shard per `capacity / 16` inserts). Dead entries are never served, and each shard drops them
+/// every [`SWEEP_INTERVAL_SECS`] at its next insert.
 pub(crate) struct TokenCache {
     /// Tells this cache's entries in each thread's [`hot`] set from another cache's (and, once
     /// the cache is dropped, marks them for the threads' sweeps).
