@@ -499,41 +499,42 @@ impl Bench<'_> {
         self.measure(kind, workers, &target, &tokens, false)
     }
 
-    /// Bare axum against tokengate's warm token and its `introspect` route, in rounds (one
-    /// bare server and one tokengate server, side by side); then tokengate's distinct tokens,
-    /// bare axum 0.7, jwt-authorizer (warm, distinct tokens): each a fresh `load-server`
-    /// process.
+    /// Bare axum against tokengate's warm token and its `introspect` route, in rounds; then
+    /// tokengate's distinct tokens, bare axum 0.7, jwt-authorizer (warm, distinct tokens): each
+    /// a fresh `load-server` process.
     fn in_process_scenarios(&mut self, workers: usize) -> Result<(), Error> {
-        use ServerMode::{Bare, BareAxum07, JwtAuthorizer, Tokengate};
-        let (bare, bare_addr) = self.start_server(Bare.as_str(), Bare, workers)?;
-        let (gate, gate_addr) = self.start_server(Tokengate.as_str(), Tokengate, workers)?;
-        let targets = [
-            (
-                Kind::Bare,
-                Target { processes: vec![&bare], url: format!("http://{bare_addr}{API_PATH}"), auth: false },
-            ),
-            (
-                Kind::TokengateWarm,
-                Target { processes: vec![&gate], url: format!("http://{gate_addr}{API_PATH}"), auth: true },
-            ),
-            (
-                Kind::TokengateIntrospect,
-                Target { processes: vec![&gate], url: format!("http://{gate_addr}{ADMIN_PATH}"), auth: true },
-            ),
-        ];
-        self.in_rounds(
-            workers,
-            &targets,
-            &[(Kind::TokengateWarm, Kind::Bare), (Kind::TokengateIntrospect, Kind::Bare)],
-        )?;
-        drop(targets);
-        drop((bare, gate));
+        use ServerMode::{BareAxum07, JwtAuthorizer, Tokengate};
+        self.warm_scenarios_in_rounds(workers)?;
         let passes = [Kind::TokengateFirstPass, Kind::TokengateLaterPasses];
         self.distinct_tokens_scenario(Tokengate, passes, workers)?;
         self.simple_scenario(Kind::BareAxum07, BareAxum07, workers, API_PATH)?;
         self.simple_scenario(Kind::JwtAuthorizerWarm, JwtAuthorizer, workers, API_PATH)?;
         let passes = [Kind::JwtAuthorizerFirstPass, Kind::JwtAuthorizerLaterPasses];
         self.distinct_tokens_scenario(JwtAuthorizer, passes, workers)
+    }
+
+    /// One bare server and one tokengate server side by side: bare axum, the warm token and
+    /// the `introspect` route (tokengate's two routes), measured in rounds (see
+    /// [`in_rounds`](Self::in_rounds)). Both servers stop when this returns.
+    fn warm_scenarios_in_rounds(&mut self, workers: usize) -> Result<(), Error> {
+        use ServerMode::{Bare, Tokengate};
+        let (bare, bare_addr) = self.start_server(Bare.as_str(), Bare, workers)?;
+        let (gate, gate_addr) = self.start_server(Tokengate.as_str(), Tokengate, workers)?;
+        let target = |server, addr, path, auth| Target {
+            processes: vec![server],
+            url: format!("http://{addr}{path}"),
+            auth,
+        };
+        let targets = [
+            (Kind::Bare, target(&bare, bare_addr, API_PATH, false)),
+            (Kind::TokengateWarm, target(&gate, gate_addr, API_PATH, true)),
+            (Kind::TokengateIntrospect, target(&gate, gate_addr, ADMIN_PATH, true)),
+        ];
+        self.in_rounds(
+            workers,
+            &targets,
+            &[(Kind::TokengateWarm, Kind::Bare), (Kind::TokengateIntrospect, Kind::Bare)],
+        )
     }
 
     /// `mode` with the distinct tokens, one process, two measurements: the first pass over the

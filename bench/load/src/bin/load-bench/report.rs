@@ -407,16 +407,7 @@ mod tests {
         assert_eq!(median(&[]), None);
 
         // The gateway's ratio to nginx is the median of the rounds', not the ratio of the rows.
-        let report = Report {
-            rows: vec![row_of(Kind::Nginx, 1000.0), row_of(Kind::Gateway, 500.0)],
-            round_ratios: vec![RoundRatios {
-                kind: Kind::Gateway,
-                other: Kind::Nginx,
-                workers: 1,
-                ratios: vec![0.9, 0.5, 0.85],
-            }],
-            ..Report::default()
-        };
+        let report = in_rounds((Kind::Gateway, 500.0), (Kind::Nginx, 1000.0), vec![0.9, 0.5, 0.85]);
         assert_eq!(report.rps_ratio(Kind::Gateway, Kind::Nginx, 1), Some(0.85));
         assert!(
             report.notes().contains("round by round (each pair measured seconds apart): 0.90×, 0.50×, 0.85×")
@@ -424,16 +415,7 @@ mod tests {
         assert!(report.targets().contains("gateway req/s vs nginx, 1 worker(s): 0.85× (target ≥ 0.8×): met"));
 
         // Any pair measured in rounds: the warm token against bare axum too.
-        let report = Report {
-            rows: vec![row_of(Kind::Bare, 1000.0), row_of(Kind::TokengateWarm, 700.0)],
-            round_ratios: vec![RoundRatios {
-                kind: Kind::TokengateWarm,
-                other: Kind::Bare,
-                workers: 1,
-                ratios: vec![0.95, 0.7, 0.9],
-            }],
-            ..Report::default()
-        };
+        let report = in_rounds((Kind::TokengateWarm, 700.0), (Kind::Bare, 1000.0), vec![0.95, 0.7, 0.9]);
         assert_eq!(report.rps_ratio(Kind::TokengateWarm, Kind::Bare, 1), Some(0.9));
         assert_eq!(
             report.rps_ratio(Kind::Bare, Kind::TokengateWarm, 1),
@@ -449,5 +431,15 @@ mod tests {
 
     fn row_of(kind: Kind, rps: f64) -> Row {
         row(kind, 1, rps, 10.0)
+    }
+
+    /// A report of `kind` and `other` (each with its row's req/s) measured in rounds with
+    /// `ratios`, one worker.
+    fn in_rounds((kind, rps): (Kind, f64), (other, other_rps): (Kind, f64), ratios: Vec<f64>) -> Report {
+        Report {
+            rows: vec![row_of(other, other_rps), row_of(kind, rps)],
+            round_ratios: vec![RoundRatios { kind, other, workers: 1, ratios }],
+            ..Report::default()
+        }
     }
 }
