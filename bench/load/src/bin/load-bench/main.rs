@@ -60,8 +60,9 @@ const PROXY_RUNS_PER_WORKER_COUNT: u64 = 3;
 /// on all of them alike; their rows take the median round.
 const ROUNDS: usize = 3;
 
-/// Short first passes over the distinct tokens per worker count (tokengate, jwt-authorizer).
-const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2;
+/// Short first passes over the distinct tokens per worker count: tokengate and jwt-authorizer,
+/// [`ROUNDS`] each, every one in a fresh process after its own warm-up.
+const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2 * ROUNDS as u64;
 
 /// Load tokengate's gate, jwt-authorizer, nginx and the gateway with wrk; print one markdown
 /// table of req/s, latency and server CPU per request, all relative to the same run's baseline.
@@ -285,12 +286,12 @@ fn print_header(cli: &Cli, load: &Load) {
     println!("- command: `{command}`");
     println!("- driver: `{}`", argv.join(" "));
     println!(
-        "- load: `{}`; {runs} measured runs of {} s, each after a {} s warm-up (not measured), and {passes} first passes (each at most {} s): at most ≈ {} s plus process start-ups",
+        "- load: `{}`; {runs} measured runs of {} s, each after a {} s warm-up (not measured), and {passes} first passes (each at most {} s, after its own warm-up): at most ≈ {} s plus process start-ups",
         load.describe(),
         cli.duration,
         cli.warmup,
         cli.duration,
-        runs * (cli.warmup + cli.duration) + passes * cli.duration,
+        (runs + passes) * (cli.warmup + cli.duration),
     );
     println!("- tokens: RS256 (RSA-2048) from the in-process testkit issuer; every request carries one\n");
 }
@@ -499,18 +500,16 @@ impl Bench<'_> {
         self.measure(kind, workers, &target, &tokens, false)
     }
 
-    /// Bare axum against tokengate's warm token and its `introspect` route, in rounds; then
-    /// tokengate's distinct tokens, bare axum 0.7, jwt-authorizer (warm, distinct tokens): each
-    /// a fresh `load-server` process.
+    /// Bare axum against tokengate's warm token and its `introspect` route, in rounds; bare
+    /// axum 0.7 and jwt-authorizer's warm token, each a fresh `load-server` process; then both
+    /// layers' first and later passes over the distinct tokens (see
+    /// [`distinct_tokens_in_rounds`](Self::distinct_tokens_in_rounds)).
     fn in_process_scenarios(&mut self, workers: usize) -> Result<(), Error> {
-        use ServerMode::{BareAxum07, JwtAuthorizer, Tokengate};
+        use ServerMode::{BareAxum07, JwtAuthorizer};
         self.warm_scenarios_in_rounds(workers)?;
-        let passes = [Kind::TokengateFirstPass, Kind::TokengateLaterPasses];
-        self.distinct_tokens_scenario(Tokengate, passes, workers)?;
         self.simple_scenario(Kind::BareAxum07, BareAxum07, workers, API_PATH)?;
         self.simple_scenario(Kind::JwtAuthorizerWarm, JwtAuthorizer, workers, API_PATH)?;
-        let passes = [Kind::JwtAuthorizerFirstPass, Kind::JwtAuthorizerLaterPasses];
-        self.distinct_tokens_scenario(JwtAuthorizer, passes, workers)
+        self.distinct_tokens_in_rounds(workers)
     }
 
     /// One bare server and one tokengate server side by side: bare axum, the warm token and
@@ -537,24 +536,60 @@ impl Bench<'_> {
         )
     }
 
-    /// `mode` with the distinct tokens, one process, two measurements: the first pass over the
-    /// tokens (the warm-up used the warm token only, so for tokengate every one is a cold
-    /// verification; wrk stops once each token was answered), then a full-length run over the
-    /// same tokens, which tokengate now has in its verified-token cache (jwt-authorizer caches
-    /// nothing: both its passes verify every token).
-    fn distinct_tokens_scenario(
-        &mut self,
-        mode: ServerMode,
-        [first, later]: [Kind; 2],
-        workers: usize,
-    ) -> Result<(), Error> {
-        let (server, addr) = self.start_server(mode.as_str(), mode, workers)?;
-        let target = Target { processes: vec![&server], url: format!("http://{addr}{API_PATH}"), auth: true };
-        self.check(&target)?;
-        self.warm_up(&format!("{first:?}, {workers} worker(s)"), &target)?;
+    /// tokengate and jwt-authorizer with the distinct tokens, in [`ROUNDS`] rounds. Each round
+    /// starts a fresh process of each layer (in an order that rotates), checks it, warms it up
+    /// with the warm token only (so for tokengate every distinct token is still a cold
+    /// verification) and measures its first pass over the tokens (wrk stops once each was
+    /// answered); the last round then measures a full-length run over the same tokens in the
+    /// same processes, which tokengate now has in its verified-token cache (jwt-authorizer
+    /// caches nothing: both its passes verify every token). A first pass lasts a fraction of a
+    /// second, so one pass says little on a shared machine: the first-pass rows are the median
+    /// round, and their ratio the median of the rounds' ratios, each from two passes measured
+    /// seconds apart.
+    fn distinct_tokens_in_rounds(&mut self, workers: usize) -> Result<(), Error> {
+        use ServerMode::{JwtAuthorizer, Tokengate};
+        let layers = [
+            (Tokengate, Kind::TokengateFirstPass, Kind::TokengateLaterPasses),
+            (JwtAuthorizer, Kind::JwtAuthorizerFirstPass, Kind::JwtAuthorizerLaterPasses),
+        ];
         let tokens = self.distinct_file.clone();
-        self.measure(first, workers, &target, &tokens, true)?;
-        self.measure(later, workers, &target, &tokens, false)
+        let pass_limit = Duration::from_secs(self.cli.duration);
+        let mut first_passes: Vec<Vec<Row>> = vec![Vec::new(); layers.len()];
+        let mut later_passes: Vec<Option<Row>> = vec![None; layers.len()];
+        for round in 0..ROUNDS {
+            for turn in 0..layers.len() {
+                let index = (round + turn) % layers.len();
+                let (mode, first, later) = layers[index];
+                let (server, addr) = self.start_server(mode.as_str(), mode, workers)?;
+                let target =
+                    Target { processes: vec![&server], url: format!("http://{addr}{API_PATH}"), auth: true };
+                self.check(&target)?;
+                self.warm_up(&format!("{first:?}, {workers} worker(s), round {}", round + 1), &target)?;
+                let row = self.sample(first, workers, &target, &tokens, pass_limit, true)?;
+                first_passes[index].push(row);
+                if round + 1 == ROUNDS {
+                    let duration = Duration::from_secs(self.cli.duration);
+                    later_passes[index] =
+                        Some(self.sample(later, workers, &target, &tokens, duration, false)?);
+                }
+            }
+        }
+        let ratios = first_passes[0]
+            .iter()
+            .zip(&first_passes[1])
+            .map(|(ours, theirs)| ours.rps / theirs.rps)
+            .collect();
+        self.report.round_ratios.push(RoundRatios {
+            kind: Kind::TokengateFirstPass,
+            other: Kind::JwtAuthorizerFirstPass,
+            workers,
+            ratios,
+        });
+        for (samples, later) in first_passes.iter().zip(later_passes) {
+            self.report.rows.extend(report::median_round(samples));
+            self.report.rows.extend(later);
+        }
+        Ok(())
     }
 
     /// One bare upstream, nginx (no auth) and the gateway (warm token) in front of it, all
