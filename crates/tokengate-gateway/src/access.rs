@@ -33,7 +33,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn auth(gate: &Gate, error: &AuthError) -> Self {
+    /// The refusal of `error`, as `gate` renders it.
+    pub fn auth(gate: &Gate, error: &AuthError) -> Self {
         Refusal { response: from_bytes(gate.render(error)), outcome: Outcome::of(error) }
     }
 }

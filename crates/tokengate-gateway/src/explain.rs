@@ -695,6 +695,12 @@ fn push_answer(out: &mut String, gate: &Gate, facts: &Facts<'_>) {
         ),
         Some(Ok(authorized)) => {
             out.push_str(&format!("  200 — forwarded to the upstream as {}\n", authorized.path.as_str()));
+            if authorized.path.as_str() != facts.raw_path {
+                out.push_str(
+                    "  (in forward_auth mode: 400 instead — the proxy in front would forward the path as sent,\n  \
+                     not the normalised one the rules judged)\n",
+                );
+            }
             match &authorized.principal {
                 Some(p) => {
                     let by = match p.verified_by() {
@@ -972,6 +978,7 @@ mod tests {
         let r = report(&gate, &issuer, Method::GET, "/x/../whoami", &token).await;
         assert!(r.contains("200 — forwarded to the upstream as /whoami"), "{r}");
         assert!(r.contains("(normalised from \"/x/../whoami\")"), "{r}");
+        assert!(r.contains("in forward_auth mode: 400 instead"), "{r}");
         assert!(r.contains("no rule matches: the default requirement; mode local"), "{r}");
         assert!(r.contains("\"sub\": \"alice\""), "{r}");
         assert!(r.contains("expires in 5 min") || r.contains("expires in 4 min"), "{r}");
@@ -1078,6 +1085,7 @@ mod tests {
         let r = report(&gate, &issuer, Method::POST, "/payments/1", &opaque).await;
         assert!(r.contains("skip  an opaque token"), "{r}");
         assert!(r.contains("200 — forwarded to the upstream as /payments/1"), "{r}");
+        assert!(!r.contains("forward_auth mode"), "the path is its normalised form: {r}");
         let r = report(&gate, &issuer, Method::GET, "/whoami", &opaque).await;
         assert!(r.contains("this route accepts only JWT access tokens"), "{r}");
     }

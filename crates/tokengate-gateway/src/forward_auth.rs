@@ -14,7 +14,10 @@
 //! fragment): `/admin#/x` would be judged as one path and served as another. No description
 //! → 400; two that disagree → 400 (under the prefix too: Envoy can pass a client's own
 //! `X-Forwarded-Uri` along, and believing it over the path would let the client choose what
-//! is judged). The token and any cookie come from the forwarded client headers. The answer is
+//! is judged). The proxy forwards the original URI as it was sent, so a request the rules
+//! would admit is refused (400) unless its path is its own normalised form: judging
+//! `/admin/%2e%2e/public/x` as `/public/x` would let an upstream that routes on the raw path
+//! serve `/admin/…` unchecked. The token and any cookie come from the forwarded client headers. The answer is
 //! 200 with the identity headers, or the library's 400/401/403/503 with `WWW-Authenticate`
 //! and `Retry-After` as usual.
 
@@ -26,6 +29,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use tokengate::AuthError;
 
 use crate::access;
 use crate::http_util::{Body, full, json_error};
@@ -42,6 +46,11 @@ pub struct ForwardAuth {
     /// Envoy style: requests under this prefix describe the original themselves.
     path_prefix: Option<String>,
 }
+
+/// Why an admitted original request is refused when its path is not in normalised form.
+const NON_CANONICAL: AuthError = AuthError::InvalidRequest(
+    "the original request path is not in normalised form, and the proxy in front forwards it as sent",
+);
 
 /// The request the caller asks about.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,6 +88,14 @@ impl ForwardAuth {
         match access::decide(&shared.gate, shared.cookies.as_ref(), &original.method, &original.path, headers)
             .await
         {
+            // The proxy in front forwards the original URI as it was sent, whatever the rules
+            // matched: admitting `/admin/%2e%2e/public/x` because `/public/x` is public would
+            // send an upstream that routes on the raw path to `/admin/…` unchecked. So only a
+            // path that is its own normalised form is admitted (the layer's default, too).
+            Ok((authorized, _)) if authorized.path.as_str() != original.path => {
+                let refusal = access::Refusal::auth(&shared.gate, &NON_CANONICAL);
+                (refusal.response, refusal.outcome)
+            }
             Ok((authorized, _)) => {
                 let mut response = Response::new(full(""));
                 let out = response.headers_mut();

@@ -114,6 +114,59 @@ async fn answers_traefik_and_caddy_style_requests() {
 /// `Retry-After` and no identity headers (the proxy in front must not let the request through),
 /// while a `local` route keeps answering 200.
 #[tokio::test(flavor = "multi_thread")]
+async fn an_original_path_that_is_not_its_normalised_form_is_never_admitted() {
+    // The proxy in front forwards the original URI as the client sent it. Were
+    // `/admin/%2e%2e/public/x` judged as `/public/x` (public) and allowed, an upstream that
+    // routes on the raw path would serve `/admin/…` with no token checked.
+    let issuer = Issuer::start().await;
+    let gw = Gateway::start(&config(&issuer, ""), &[]).await;
+    let client = reqwest::Client::new();
+    let auth = format!("{}/auth", gw.url());
+    let admin = issuer.token().sub("grace").scope("read admin").sign();
+    let ask = |uri: &str, token: Option<&str>| {
+        let request = client.get(&auth).header("x-original-method", "DELETE").header("x-original-uri", uri);
+        match token {
+            Some(token) => request.header("authorization", format!("Bearer {token}")),
+            None => request,
+        }
+    };
+
+    for uri in [
+        "/admin/../public/x",
+        "/admin/%2e%2e/public/x",
+        "/admin/%2E%2E/public/x",
+        "/admin/./../public/x",
+        "//public/x",
+        "/public/./x",
+        "/public/%78",
+        "/public/x/..",
+    ] {
+        let r = ask(uri, None).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{uri}: admitted without a token as its normalised form");
+        assert!(r.headers().get("x-user").is_none(), "{uri}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("error=\"invalid_request\""), "{uri}: {challenge}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("not in normalised form"), "{uri}: {body}");
+    }
+    // With a token that the normalised path would admit, the same: 400, no identity.
+    for uri in ["/admin/./x", "/admin//x", "/public/../admin/x", "/admin/%78"] {
+        let r = ask(uri, Some(&admin)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{uri}");
+        assert!(r.headers().get("x-user").is_none(), "{uri}");
+    }
+    // A refusal stays what it is (the rules judged the normalised path, which is /admin/x).
+    let r = ask("/public/../admin/x", None).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Paths already in normalised form are answered as always; the query plays no part.
+    let r = ask("/public/x?next=/admin/../y", None).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = ask("/admin/x", Some(&admin)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-user"], "grace");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_introspection_outage_is_503_in_forward_auth_mode() {
     let issuer = Issuer::start().await;
     let routes = "[[routes]]\npath = \"/risky/*\"\nmode = \"introspect\"\n\n[[routes]]\npath = \"/api/*\"\nmode = \"local\"\n";
@@ -202,6 +255,18 @@ async fn answers_envoy_style_requests_under_the_path_prefix() {
     tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 403"), "/public/../admin/x is /admin/x: {answer}");
+    // Envoy forwards the path as sent: one the rules would admit only in its normalised form
+    // is refused, never judged as a path the upstream will not see.
+    let mut stream = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    let request = format!(
+        "GET /ext_authz/public/../admin/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {admin}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "admitted only as /admin/x: {answer}");
+    assert!(!answer.to_ascii_lowercase().contains("x-user:"), "{answer}");
 
     // A public route: allowed without a token, and Envoy is told to drop any identity header
     // the client sent itself.
@@ -396,6 +461,28 @@ async fn behind_a_real_nginx_with_auth_request() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(upstream.count(), before, "refused requests reached the upstream");
+
+    // nginx forwards the request URI as the client sent it: a path the rules would admit
+    // only as its normalised form (`/public/x`, public) must not reach the upstream as
+    // `/admin/%2e%2e/public/x` unchecked. (Raw, because reqwest would resolve the dots.)
+    for path in ["/admin/%2e%2e/public/x", "/admin/../public/x"] {
+        let mut stream = tokio::net::TcpStream::connect(nginx.addr).await.unwrap();
+        let request = format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(!answer.starts_with("HTTP/1.1 2"), "{path}: {answer}");
+        assert_eq!(
+            upstream.count(),
+            before,
+            "{path} reached the upstream as {:?}",
+            upstream.requests().pop().map(|r| r.path)
+        );
+    }
 
     // Public route: through without a token.
     let r = client.get(format!("{}/public/info", nginx.url())).send().await.unwrap();
