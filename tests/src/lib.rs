@@ -625,6 +625,13 @@ pub fn mint(builder: tokengate_testkit::TokenBuilder) -> (String, Value) {
     (builder.sign(), claims)
 }
 
+/// RFC 6749 §3.3 `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, written out here rather than
+/// taken from the library, so the tests check the library against the RFC.
+fn is_rfc6749_scope_token(piece: &str) -> bool {
+    !piece.is_empty()
+        && piece.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
 /// Asserts that the inner service got a principal from `issuer` built from exactly `claims`:
 /// subject, client id, scopes (`scope`, or the `scp` array), expiry, and every raw claim.
 #[track_caller]
@@ -635,13 +642,16 @@ pub fn assert_principal(seen: &Seen, issuer: &str, claims: &Value) {
     let client_id = claims["client_id"].as_str().or(claims["azp"].as_str());
     assert_eq!(principal.client_id.as_deref(), client_id);
     let scopes: Vec<String> = match (&claims["scope"], &claims["scp"]) {
-        (Value::String(s), _) => s.split_ascii_whitespace().map(str::to_owned).collect(),
-        // One scope per item; an item that is not one scope token (empty, or with
-        // whitespace) is left out, never split.
+        // RFC 6749 §3.3: scope-tokens (printable ASCII but space, `"` and `\`) separated by
+        // spaces; a piece that is not one scope-token is left out, never split further.
+        (Value::String(s), _) => {
+            s.split(' ').filter(|t| is_rfc6749_scope_token(t)).map(str::to_owned).collect()
+        }
+        // One scope per item, by the same rule.
         (Value::Null, Value::Array(items)) => items
             .iter()
             .map(|i| i.as_str().expect("scp items are strings"))
-            .filter(|i| !i.is_empty() && !i.bytes().any(|b| b.is_ascii_whitespace()))
+            .filter(|i| is_rfc6749_scope_token(i))
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),

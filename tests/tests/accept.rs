@@ -216,6 +216,24 @@ async fn accepts_scopes_from_an_scp_array() {
     }
 }
 
+#[tokio::test]
+async fn scopes_are_the_scope_tokens_between_spaces() {
+    // RFC 6749 §3.3: `scope` is scope-tokens separated by spaces. A piece that is not one
+    // scope-token (a tab, a line break, a quote) is left out whole, never split further.
+    let policy = RoutePolicy::new()
+        .rule(Rule::new("/admin/*", Requirement::local().with_scopes(["write"])).expect("rule"));
+    for server in SERVERS {
+        let h = Harness::start(server, policy.clone(), |issuer| {
+            TokenGateBuilder::default().issuer(issuer_config(issuer))
+        })
+        .await;
+        let (token, claims) = mint(h.issuer.token().scope(" read\tadmin  write q\"x "));
+        let seen = h.accepted("/admin/users", Some(&token)).await;
+        assert_principal(&seen, &h.issuer.url(), &claims);
+        assert_eq!(seen.principal().scopes, ["write"]);
+    }
+}
+
 fn optional_and_public_policy() -> RoutePolicy {
     RoutePolicy::new()
         .rule(Rule::new("/optional/*", Requirement::optional()).expect("rule"))

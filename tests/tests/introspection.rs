@@ -408,6 +408,16 @@ async fn scopes_from_the_answer_override_the_token() {
 }
 
 #[tokio::test]
+async fn an_answers_scope_is_split_on_spaces_only() {
+    let s = Setup::new().await;
+    s.issuer.set_introspection_override(Some(json!({"scope": "read\tadmin"})));
+    let response = s.get("/admin/secure/x", &s.token()).await;
+    assert_eq!(response.status(), 403, "\"read\\tadmin\" is no scope at all, not read and admin");
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("scope=\"admin\""));
+    assert_eq!(s.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn active_answers_for_another_issuer_audience_or_past_expiry_are_inactive() {
     for members in
         [json!({"iss": "https://other.example.com"}), json!({"aud": "someone-else"}), json!({"exp": 1})]

@@ -1,6 +1,7 @@
 //! Requests refused for how they carry (or do not carry) a token, and for missing scopes.
 
 use http::header::AUTHORIZATION;
+use serde_json::json;
 use tokengate::TokenGateBuilder;
 use tokengate::policy::{Requirement, RoutePolicy, Rule};
 use tokengate_tests::{API_PATH, Harness, SERVERS, default_harness, issuer_config};
@@ -106,6 +107,14 @@ async fn insufficient_scope_is_403_naming_the_scope() {
         h.refused_at("/reports/q1", Some(&token)).await.assert_insufficient_scope("reports export");
         // A scope that merely contains the name does not count.
         let token = h.issuer.token().scope("administrator admin:read").sign();
+        h.refused_at("/admin/users", Some(&token)).await.assert_insufficient_scope("admin");
+        // Only the space separates scopes (RFC 6749 §3.3): a tab, a line break or a form feed
+        // does not, so none of these tokens holds `admin`.
+        for scope in ["read\tadmin", "read\nadmin", "read\radmin", "read\u{c}admin", "read\u{b}admin"] {
+            let token = h.issuer.token().scope(scope).sign();
+            h.refused_at("/admin/users", Some(&token)).await.assert_insufficient_scope("admin");
+        }
+        let token = h.issuer.token().without_claim("scope").claim("scp", json!("read\tadmin")).sign();
         h.refused_at("/admin/users", Some(&token)).await.assert_insufficient_scope("admin");
 
         let (token, claims) = tokengate_tests::mint(h.issuer.token().scope("read admin"));

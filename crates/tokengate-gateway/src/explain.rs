@@ -18,7 +18,7 @@ use http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Map, Value};
 use tokengate::jwt::{IssuerVerifier, UnverifiedToken, decode_unverified};
-use tokengate::policy::{Mode, NormalizedPath, Requirement};
+use tokengate::policy::{Mode, NormalizedPath, Requirement, is_scope_token, scope_tokens};
 use tokengate::{AuthError, Authorized, Gate, Principal, Rejection, VerifiedBy};
 
 /// The registered time claims shown as dates (RFC 7519 §4.1, OpenID Connect Core §2).
@@ -769,12 +769,15 @@ fn unverified_scopes(decoded: Option<&UnverifiedToken<'_>>) -> Vec<String> {
     let Some(t) = decoded else {
         return Vec::new();
     };
-    let split = |s: &str| s.split_ascii_whitespace().map(str::to_owned).collect();
+    let split = |s: &str| scope_tokens(s).map(str::to_owned).collect();
     match (t.claims.get("scope"), t.claims.get("scp")) {
         (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => split(s),
-        (None, Some(Value::Array(items))) => {
-            items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-        }
+        (None, Some(Value::Array(items))) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|item| is_scope_token(item))
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     }
 }

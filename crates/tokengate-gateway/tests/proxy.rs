@@ -256,6 +256,24 @@ async fn spoofable_headers_never_reach_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_scopes_header_holds_only_scope_tokens_the_issuer_listed() {
+    // RFC 6749 §3.3: scopes are separated by spaces only. "read\twrite" is no scope at all,
+    // not `read` and `write`: neither the route's check nor the upstream may see it split.
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    let client = reqwest::Client::new();
+    let get = |token: String| client.get(format!("{}/api/items", gw.url())).bearer_auth(token).send();
+
+    let r = get(issuer.token().sub("alice").scope("write\tread").sign()).await.unwrap();
+    assert_eq!(r.status(), 403, "`read` is not among the token's scopes");
+    let r = get(issuer.token().sub("alice").scope("admin\nx read").sign()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.requests().pop().expect("the upstream got the request");
+    assert_eq!(seen.header("x-scopes"), Some("read"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn authorization_is_forwarded_only_when_configured_and_http2_works() {
     let issuer = Issuer::start().await;
     let upstream = EchoUpstream::start().await;

@@ -273,7 +273,8 @@ impl Principal {
     }
 
     /// The token's scopes (`scope`, space-separated, or `scp`), or those of the introspection
-    /// answer that confirmed it, when that answer had any.
+    /// answer that confirmed it, when that answer had any. Only RFC 6749 `scope-token`s: see
+    /// [`policy::scope_tokens`](crate::policy::scope_tokens).
     pub fn scopes(&self) -> &[String] {
         if let Some(scopes) = &self.0.scopes_override {
             return scopes;
@@ -287,7 +288,7 @@ impl Principal {
             Some(scopes) => (Some(scopes.iter().map(String::as_str)), None),
             None => (None, self.0.facts.text(Text::Scopes)),
         };
-        listed.into_iter().flatten().chain(text.into_iter().flat_map(str::split_ascii_whitespace))
+        listed.into_iter().flatten().chain(text.into_iter().flat_map(crate::policy::scope_tokens))
     }
 
     /// Whether the token carries `scope`.

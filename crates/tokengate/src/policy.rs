@@ -147,9 +147,25 @@ impl Requirement {
     }
 }
 
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-fn is_scope_token(scope: &str) -> bool {
+/// Whether `scope` is one RFC 6749 §3.3 `scope-token`: `1*( %x21 / %x23-5B / %x5D-7E )`,
+/// printable ASCII without space, `"` or `\`.
+pub fn is_scope_token(scope: &str) -> bool {
     !scope.is_empty() && scope.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+}
+
+/// The scopes of a `scope` string, as RFC 6749 §3.3 writes them: `scope-token`s separated by
+/// spaces. Only the space separates: a piece that is not one `scope-token` (it holds a tab, a
+/// line break, a quote, a non-ASCII character) is left out, never split further, so
+/// `"read\tadmin"` grants neither `read` nor `admin`. Empty pieces (runs of spaces) are
+/// skipped.
+///
+/// ```
+/// use tokengate::policy::scope_tokens;
+/// assert!(scope_tokens(" read  write ").eq(["read", "write"]));
+/// assert!(scope_tokens("read\tadmin orders:read").eq(["orders:read"]));
+/// ```
+pub fn scope_tokens(scope: &str) -> impl Iterator<Item = &str> {
+    scope.split(' ').filter(|piece| is_scope_token(piece))
 }
 
 impl Default for Requirement {

@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use crate::claims::{FactsSource, Principal, ScopeSource, TokenFacts, VerifiedBy};
 use crate::error::Rejection;
 use crate::jwks::{KeySet, KeyStore, parse_algorithm};
+use crate::policy::{is_scope_token, scope_tokens};
 use members::{Claims, Header, Member, Members};
 
 /// Default clock-skew leeway for `exp`, `nbf` and `iat`: 30 s, what most gateways use.
@@ -378,7 +379,9 @@ pub(crate) fn check_audience(aud: Option<&Member<'_>>, accepted: &[String]) -> R
 
 /// Where the scopes are: `scope` (space-separated string, RFC 8693 §4.2 / RFC 9068 §2.2.3)
 /// or, failing that, `scp` (a string or an array of strings, as Okta and Azure AD send it;
-/// every item must be a string, and only those that are one scope are kept).
+/// every item must be a string, and only those that are one RFC 6749 `scope-token` are kept:
+/// the others could never satisfy a rule and are left out, rather than split into scopes the
+/// issuer never granted; see [`scope_tokens`] for the string).
 pub(crate) fn scope_source<'c>(claims: &'c Claims<'_>) -> Result<ScopeSource<'c>, Rejection> {
     match (&claims.scope, &claims.scp) {
         (Some(Member::Str(s)), _) => Ok(ScopeSource::Text(s)),
@@ -389,25 +392,18 @@ pub(crate) fn scope_source<'c>(claims: &'c Claims<'_>) -> Result<ScopeSource<'c>
                 .iter()
                 .map(|i| i.as_deref().ok_or(Rejection::InvalidClaim("scope")))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(ScopeSource::List(items.into_iter().filter(|i| is_one_scope(i)).collect()))
+            Ok(ScopeSource::List(items.into_iter().filter(|i| is_scope_token(i)).collect()))
         }
         (None, Some(_)) => Err(Rejection::InvalidClaim("scope")),
         (None, None) => Ok(ScopeSource::None),
     }
 }
 
-/// Whether an item of an `scp` array is one scope: not empty and without whitespace (RFC 6749
-/// §3.3). Other items could never satisfy a rule and are left out, rather than split into
-/// scopes the issuer never granted.
-fn is_one_scope(item: &str) -> bool {
-    !item.is_empty() && !item.bytes().any(|b| b.is_ascii_whitespace())
-}
-
 /// The scopes of `claims`, one string each (see [`scope_source`]).
 pub(crate) fn scopes(claims: &Claims<'_>) -> Result<Vec<String>, Rejection> {
     Ok(match scope_source(claims)? {
         ScopeSource::None => Vec::new(),
-        ScopeSource::Text(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+        ScopeSource::Text(s) => scope_tokens(s).map(str::to_owned).collect(),
         ScopeSource::List(items) => items.into_iter().map(str::to_owned).collect(),
     })
 }
@@ -552,5 +548,13 @@ mod tests {
         assert_eq!(of(r#"{"scope": "a", "scp": [1]}"#).unwrap(), ["a"]);
         assert!(of(r#"{"scope": ["a"]}"#).is_err());
         assert!(of(r#"{"scp": [1]}"#).is_err());
+        // RFC 6749 §3.3: only the space separates, and a piece that is not one scope-token
+        // is left out whole, never split into scopes the issuer did not list.
+        for text in ["read\\tadmin", "read\\nadmin", "read\\radmin", "read\\u000cadmin", "read\\u000badmin"] {
+            assert!(of(&format!(r#"{{"scope": "{text}"}}"#)).unwrap().is_empty(), "{text}");
+        }
+        assert_eq!(of(r#"{"scope": " a\tb c  d\"e f\u00e9 g "}"#).unwrap(), ["c", "g"]);
+        assert_eq!(of(r#"{"scp": "a\tb c"}"#).unwrap(), ["c"]);
+        assert_eq!(of(r#"{"scp": ["a\tb", "c", "d e", "", "q\"", "\u00e9", "f"]}"#).unwrap(), ["c", "f"]);
     }
 }
