@@ -192,6 +192,16 @@ impl IdentitySettings {
         remove_where(headers, |name| self.header_names().any(|h| same_field(name, h.as_str())));
     }
 
+    /// Whether `headers` hold another spelling of a mapped header (`X_User` for `X-User`), which
+    /// CGI-style upstreams read as the header itself (`HTTP_X_USER`). In forward-auth mode the
+    /// gateway cannot remove it, and proxies that forward it (Traefik, Caddy; nginx drops
+    /// headers with `_` by default) would hand the client's own identity to the upstream.
+    pub fn carries_other_spelling(&self, headers: &HeaderMap) -> bool {
+        headers
+            .keys()
+            .any(|name| self.header_names().any(|h| h != name && same_field(name.as_str(), h.as_str())))
+    }
+
     /// The value of Envoy's `x-envoy-auth-headers-to-remove` for an answer whose identity
     /// headers are `set`: the mapped headers it does not set, and the `_` spellings of all of
     /// them. Envoy's `allowed_upstream_headers` only overwrites the headers an answer carries,
@@ -326,13 +336,19 @@ mod tests {
         for name in ["x-user", "x_user", "x-client_id", "x-users", "xuser"] {
             h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("admin"));
         }
+        assert!(identity.carries_other_spelling(&h));
         identity.strip(&mut h);
+        assert!(!identity.carries_other_spelling(&h), "x-users and xuser are other headers");
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["x-users", "xuser"]);
 
         let mut set = HeaderMap::new();
         set.insert("x-user", HeaderValue::from_static("alice"));
+        assert!(!identity.carries_other_spelling(&set), "the mapped spelling itself is not another one");
+        set.insert("x-client_id", HeaderValue::from_static("mallory"));
+        assert!(identity.carries_other_spelling(&set));
+        set.remove("x-client_id");
         assert_eq!(identity.envoy_removals(&set).unwrap(), "x-client-id, x_user, x_client_id");
     }
 

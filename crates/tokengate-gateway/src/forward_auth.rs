@@ -17,7 +17,9 @@
 //! is judged). The proxy forwards the original URI as it was sent, so a request the rules
 //! would admit is refused (400) unless its path is its own normalised form: judging
 //! `/admin/%2e%2e/public/x` as `/public/x` would let an upstream that routes on the raw path
-//! serve `/admin/…` unchecked. The token and any cookie come from the forwarded client headers. The answer is
+//! serve `/admin/…` unchecked. A request with another spelling of an identity header
+//! (`X_User` for `X-User`) is refused too (400): the gateway cannot remove it, and an upstream
+//! may read it as the header itself. The token and any cookie come from the forwarded client headers. The answer is
 //! 200 with the identity headers, or the library's 400/401/403/503 with `WWW-Authenticate`
 //! and `Retry-After` as usual.
 
@@ -50,6 +52,11 @@ pub struct ForwardAuth {
 /// Why an admitted original request is refused when its path is not in normalised form.
 const NON_CANONICAL: AuthError = AuthError::InvalidRequest(
     "the original request path is not in normalised form, and the proxy in front forwards it as sent",
+);
+
+/// Why a request carrying another spelling of an identity header (`X_User`) is refused.
+const OTHER_SPELLING: AuthError = AuthError::InvalidRequest(
+    "the request carries an identity header spelled with '_' for '-', which the proxy in front would pass on",
 );
 
 /// The request the caller asks about.
@@ -85,6 +92,10 @@ impl ForwardAuth {
             }
         };
         let shared = &self.shared;
+        if shared.identity.carries_other_spelling(headers) {
+            let refusal = access::Refusal::auth(&shared.gate, &OTHER_SPELLING);
+            return (refusal.response, refusal.outcome);
+        }
         match access::decide(&shared.gate, shared.cookies.as_ref(), &original.method, &original.path, headers)
             .await
         {

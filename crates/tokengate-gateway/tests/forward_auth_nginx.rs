@@ -70,6 +70,35 @@ async fn answers_traefik_and_caddy_style_requests() {
     assert_eq!(r.headers()["x-user"], "carol");
     assert_eq!(r.headers()["x-scopes"], "read admin");
 
+    // Traefik and Caddy pass every client header on: an identity header spelled with `_`
+    // (`HTTP_X_USER` to a CGI-style upstream, as `X-User` is) would reach the upstream
+    // untouched, since the proxy replaces only the spelling the gateway answers with. Refused,
+    // on every route; the mapped spelling itself is the proxy's to replace, as always.
+    for (name, path) in [("x_user", "/admin/users"), ("X_Scopes", "/public/x"), ("x_user", "/public/x")] {
+        let r = client
+            .get(&auth)
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", path)
+            .header("authorization", format!("Bearer {token}"))
+            .header(name, "mallory")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name} on {path}");
+        assert!(r.headers().get("x-user").is_none());
+        assert!(r.text().await.unwrap().contains("spelled with '_'"));
+    }
+    let r = client
+        .get(&auth)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/public/x")
+        .header("x-user", "mallory")
+        .header("x-users", "other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     let r = client
         .get(&auth)
         .header("x-forwarded-method", "GET")
