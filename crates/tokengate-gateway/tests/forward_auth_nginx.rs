@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Gateway, TempDir, free_port, introspection_toml, issuer_toml};
+use common::{Gateway, TempDir, free_port, introspection_toml, issuer_toml, raw_exchange};
 use tokengate_testkit::{EchoUpstream, Endpoint, Fault, Issuer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(issuer: &Issuer, extra: &str) -> String {
     format!(
@@ -275,25 +274,16 @@ async fn answers_envoy_style_requests_under_the_path_prefix() {
 
     // The rest of the path is judged as the library judges any path: normalised first. (Raw,
     // because reqwest would resolve the dots itself.)
-    let mut stream = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
-    let request = format!(
-        "GET /ext_authz/public/../admin/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {reader}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let dotted = |token: &str| {
+        format!(
+            "GET /ext_authz/public/../admin/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let answer = raw_exchange(gw.listen, dotted(&reader).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "/public/../admin/x is /admin/x: {answer}");
     // Envoy forwards the path as sent: one the rules would admit only in its normalised form
     // is refused, never judged as a path the upstream will not see.
-    let mut stream = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
-    let request = format!(
-        "GET /ext_authz/public/../admin/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {admin}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_exchange(gw.listen, dotted(&admin).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "admitted only as /admin/x: {answer}");
     assert!(!answer.to_ascii_lowercase().contains("x-user:"), "{answer}");
 
@@ -495,15 +485,8 @@ async fn behind_a_real_nginx_with_auth_request() {
     // only as its normalised form (`/public/x`, public) must not reach the upstream as
     // `/admin/%2e%2e/public/x` unchecked. (Raw, because reqwest would resolve the dots.)
     for path in ["/admin/%2e%2e/public/x", "/admin/../public/x"] {
-        let mut stream = tokio::net::TcpStream::connect(nginx.addr).await.unwrap();
         let request = format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(common::STARTUP_TIMEOUT, stream.read_to_end(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = raw_exchange(nginx.addr, request.as_bytes()).await;
         assert!(!answer.starts_with("HTTP/1.1 2"), "{path}: {answer}");
         assert_eq!(
             upstream.count(),
