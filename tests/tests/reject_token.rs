@@ -301,6 +301,43 @@ async fn typ_must_match_when_the_issuer_requires_one() {
     }
 }
 
+/// A logout token or a security event token signed by a configured issuer, for an audience the
+/// API accepts, is no access token (RFC 8725 §3.11–3.12): refused by its `typ`, or, untyped, by
+/// the `events` claim both kinds carry — with no `require_type` configured.
+#[tokio::test]
+async fn logout_tokens_and_security_event_tokens_are_never_access_tokens() {
+    for server in SERVERS {
+        let h = Harness::start(server, RoutePolicy::new(), |issuer| {
+            TokenGateBuilder::default().issuer(issuer_config(issuer))
+        })
+        .await;
+        let logout_event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        for typ in
+            ["logout+jwt", "application/logout+jwt", "Logout+JWT", "secevent+jwt", "application/secevent+jwt"]
+        {
+            let token = h.issuer.token().header("typ", json!(typ)).sign();
+            h.refused(&token).await.assert_invalid_token("the token has the wrong type");
+        }
+        for typ in [None, Some("JWT"), Some("at+jwt")] {
+            let builder = h.issuer.token().claim("events", logout_event.clone());
+            let builder = match typ {
+                Some(typ) => builder.header("typ", json!(typ)),
+                None => builder.without_header("typ"),
+            };
+            h.refused(&builder.sign()).await.assert_invalid_token("the token has the wrong type");
+        }
+        // Any other `events` value too: the claim itself marks a token that is not for APIs.
+        let token = h.issuer.token().claim("events", json!(null)).sign();
+        h.refused(&token).await.assert_invalid_token("the token has the wrong type");
+        // Other types pass as before.
+        for typ in ["JWT", "at+jwt", "application/jwt"] {
+            let (token, claims) = mint(h.issuer.token().header("typ", json!(typ)));
+            let seen = h.accepted(API_PATH, Some(&token)).await;
+            assert_principal(&seen, &h.issuer.url(), &claims);
+        }
+    }
+}
+
 /// `typ` is compared after stripping an `application/` prefix, by byte offset: a non-ASCII
 /// `typ` whose 12th byte falls inside a character must be refused like any wrong type, not
 /// crash the connection (DESIGN: "no panic on any input"; this runs before the signature check,

@@ -377,7 +377,10 @@ impl<'t> Facts<'t> {
                         "the token's algorithm is not in the issuer's allow-list".to_owned()
                     }
                     AuthError::InvalidToken(Rejection::WrongType) => {
-                        "the issuer requires another typ (RFC 9068: at+jwt)".to_owned()
+                        "not an access token of the accepted type: the issuer requires another typ (RFC 9068: \
+                         at+jwt), or the token is a logout token or a security event token (typ logout+jwt or \
+                         secevent+jwt, or an events claim), which never pass for access tokens"
+                            .to_owned()
                     }
                     AuthError::InvalidToken(Rejection::UnknownCritical) => {
                         "crit names extensions tokengate does not implement (RFC 7515 §4.1.11)".to_owned()

@@ -124,7 +124,12 @@ async fn verifier(
     issuers: impl Iterator<Item = IssuerConfig>,
     settings: &Settings,
 ) -> Result<Arc<Gate>, BuildError> {
-    let mut builder = TokenGateLayer::builder().fail_fast(settings.gate.fail_fast).token_cache(None);
+    // Logout tokens and security event tokens are what these gates verify: the receivers
+    // check each kind's own `typ` and `events` themselves.
+    let mut builder = TokenGateLayer::builder()
+        .fail_fast(settings.gate.fail_fast)
+        .token_cache(None)
+        .verify_any_token_type();
     for issuer in issuers {
         builder = builder.issuer(issuer);
     }

@@ -308,3 +308,69 @@ async fn security_events_are_answered_per_rfc_8935() {
     assert_eq!(s.push(&set, "application/secevent+jwt; charset=utf-8").await.0, 202);
     assert_eq!(s.status(&bob).await, 401);
 }
+
+/// The issuer signs access tokens, logout tokens and SETs alike, and here all three share one
+/// audience (the API's audience is the relying party's client id, as it often is). A logout
+/// token or a SET sent to an API route as a bearer token is refused — it is no access token
+/// (RFC 8725 §3.11–3.12) — while the receivers still take it for what it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_tokens_and_sets_are_never_access_tokens_at_the_api() {
+    const SHARED: &str = "rp-and-api";
+    let issuer = Issuer::builder().audience(SHARED).build().await;
+    let upstream = EchoUpstream::start().await;
+    let config = format!(
+        r#"listen = "127.0.0.1:0"
+upstream = "{upstream}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[identity]
+subject = "X-User"
+
+{issuer}logout_client_id = "{SHARED}"
+
+[backchannel_logout]
+
+[security_events]
+audience = "{SHARED}"
+[[security_events.transmitters]]
+issuer = "{issuer_url}"
+"#,
+        upstream = upstream.url(),
+        issuer = issuer_toml(&issuer),
+        issuer_url = issuer.url(),
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = reqwest::Client::new();
+    let api = |token: String| client.get(format!("{}/api/x", gw.url())).bearer_auth(token).send();
+
+    let user = issuer.token().sub("alice").sign();
+    assert_eq!(api(user.clone()).await.unwrap().status(), 200);
+    let logout = issuer.logout_token(SHARED).sub("alice").sign();
+    let untyped_logout = issuer.logout_token(SHARED).sub("alice").without_header("typ").sign();
+    let set = issuer
+        .security_event(SHARED, CAEP_SESSION_REVOKED, json!({"format": "opaque", "id": "alice"}))
+        .claim("sub", json!("alice"))
+        .expires_in(300)
+        .sign();
+    let before = upstream.count();
+    for (what, token) in [("logout token", &logout), ("untyped logout token", &untyped_logout), ("SET", &set)]
+    {
+        let r = api(token.clone()).await.unwrap();
+        assert_eq!(r.status(), 401, "a {what} was accepted as an access token");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("invalid_token"), "{what}: {challenge}");
+    }
+    assert_eq!(upstream.count(), before, "refused tokens reached the upstream");
+
+    // The receiver still verifies the logout token as one, and it takes effect.
+    let r = client
+        .post(format!("{}/backchannel-logout", gw.url()))
+        .form(&[("logout_token", logout.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(api(user).await.unwrap().status(), 401, "alice's sessions are logged out");
+}

@@ -316,9 +316,21 @@ pub struct TokenGateBuilder {
     revocations: Option<RevocationList>,
     token_cache: Option<Option<TokenCacheConfig>>,
     non_canonical_path: NonCanonicalPath,
+    any_token_type: bool,
 }
 
 impl TokenGateBuilder {
+    /// Verifies JWTs of every kind, not only access tokens. By default a JWT that declares
+    /// itself another kind — header `typ` `logout+jwt` (OpenID Connect Back-Channel Logout) or
+    /// `secevent+jwt` (RFC 8417), or any JWT with an `events` claim — is refused with 401
+    /// `invalid_token`, so a logout token or a security event token signed by a configured
+    /// issuer can never be used as an access token (RFC 8725 §3.11). Only for a gate that
+    /// checks those tokens' own rules itself, as the gateway's receivers do; never for routes.
+    pub fn verify_any_token_type(mut self) -> Self {
+        self.any_token_type = true;
+        self
+    }
+
     /// What the tower service does with an admitted request whose raw path is not its
     /// normalised form (`//admin`, `/a/../b`): refuse with 400 (the default), or rewrite it —
     /// only where the inner service routes after the layer; see [`NonCanonicalPath`].
@@ -424,8 +436,9 @@ impl TokenGateBuilder {
             if issuers.iter().any(|i| *i.issuer == *config.issuer) {
                 return Err(BuildError::issuer(&config.issuer, "is configured twice"));
             }
-            let (issuer, refresher) =
+            let (mut issuer, refresher) =
                 build_issuer(config, user_client.as_ref(), &clock, !self.start_not_ready).await?;
+            issuer.access_tokens_only = !self.any_token_type;
             issuers.push(issuer);
             refreshers.extend(refresher.map(Refresher::spawn));
         }
@@ -658,6 +671,7 @@ async fn build_issuer(
         require_exp: config.require_exp,
         leeway: config.leeway.as_secs() as i64,
         store,
+        access_tokens_only: true,
     };
     Ok((verifier, refresher))
 }

@@ -128,6 +128,7 @@ members!(
         sid = "sid",
         scope = "scope",
         scp = "scp",
+        events = "events",
     }
 );
 

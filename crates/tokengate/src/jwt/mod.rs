@@ -47,7 +47,14 @@ pub struct IssuerVerifier {
     pub(crate) require_exp: bool,
     pub(crate) leeway: i64,
     pub(crate) store: Arc<KeyStore>,
+    /// Refuse JWTs that declare themselves another kind of token (see [`OTHER_JWT_TYPES`]).
+    pub(crate) access_tokens_only: bool,
 }
+
+/// `typ` values of JWTs that are not access tokens and must never pass for one (RFC 8725
+/// §3.11–3.12): OpenID Connect Back-Channel Logout tokens (§2.4) and Security Event Tokens
+/// (RFC 8417 §2.3). Compared as media types (`application/` optional, case-insensitive).
+pub(crate) const OTHER_JWT_TYPES: [&str; 2] = ["logout+jwt", "secevent+jwt"];
 
 impl IssuerVerifier {
     /// The issuer identifier (`iss`).
@@ -68,6 +75,7 @@ impl fmt::Debug for IssuerVerifier {
             .field("audiences", &self.audiences)
             .field("algorithms", &self.algorithms)
             .field("required_type", &self.required_type)
+            .field("access_tokens_only", &self.access_tokens_only)
             .field("store", &self.store)
             .finish()
     }
@@ -220,6 +228,15 @@ pub(crate) fn verify_detailed(
         match &header.typ {
             Some(Member::Str(typ)) if media_type_eq(typ, required) => {}
             _ => return Err(Rejection::WrongType.into()),
+        }
+    }
+    // A logout token or a security event token, signed by the same issuer for an audience an
+    // API also accepts, is still no access token: refused by its `typ`, or, untyped, by the
+    // `events` claim both carry (OIDC Back-Channel Logout §2.4, RFC 8417 §2.2).
+    if issuer.access_tokens_only {
+        let other_type = matches!(&header.typ, Some(Member::Str(typ)) if OTHER_JWT_TYPES.iter().any(|t| media_type_eq(typ, t)));
+        if other_type || claims.events.is_some() {
+            return Err(Rejection::WrongType.into());
         }
     }
 
