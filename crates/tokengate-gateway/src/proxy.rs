@@ -123,6 +123,13 @@ impl Proxy {
         let lane = (request.version() < Version::HTTP_2).then_some(&client.lane);
         let shared = &self.shared;
         let (parts, body) = request.into_parts();
+        let original_host = match client_host(&parts) {
+            Ok(host) => host,
+            Err(why) => {
+                let response = json_error(StatusCode::BAD_REQUEST, "invalid_request", why);
+                return self.record(started, response, Outcome::InvalidRequest);
+            }
+        };
         let decision = access::decide(
             &shared.gate,
             shared.cookies.as_ref(),
@@ -149,11 +156,6 @@ impl Proxy {
             return self.record(started, response, Outcome::InvalidRequest);
         };
 
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let mut headers = parts.headers;
         remove_hop_by_hop(&mut headers);
         remove_path_overrides(&mut headers);
@@ -167,6 +169,7 @@ impl Proxy {
                 access::remove_cookie(&mut headers, &cookies.name);
             }
         }
+        join_cookie_crumbs(&mut headers);
         set_forwarded(&mut headers, &client.ip, client.trusted, original_host);
         headers.insert(header::HOST, self.upstream_host.clone());
         if let Some(principal) = &authorized.principal {
@@ -186,7 +189,19 @@ impl Proxy {
         )
         .await
         {
+            // The gateway removes `Upgrade` from every request it forwards, so a 101 is a
+            // switch nobody asked for (RFC 9110 §15.2.2), and no tunnel is ever opened.
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => (
+                json_error(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream switched protocols unasked"),
+                Outcome::UpstreamError,
+            ),
             Ok(Ok(mut response)) => {
+                // RFC 9112 §6.3: with Transfer-Encoding the body was framed by it (hyper reads it
+                // so), and a Content-Length next to it is stale: forwarded, it would cut the body
+                // short or leave the client waiting for bytes that never come.
+                if response.headers().contains_key(header::TRANSFER_ENCODING) {
+                    response.headers_mut().remove(header::CONTENT_LENGTH);
+                }
                 remove_hop_by_hop(response.headers_mut());
                 (response, Outcome::Allowed)
             }
@@ -224,6 +239,48 @@ impl Proxy {
 /// `X-Forwarded-For`: the client's address `ip`, after the chain it sent when it is `trusted`;
 /// `-Proto` and `-Host`: ours, any inbound value dropped (the gateway terminates plain HTTP and
 /// knows the host it was asked).
+/// The host the client asked for, checked as RFC 9112 §3.2 requires of a server: at most one
+/// `Host` field, a valid authority without userinfo, and one on every HTTP/1.1 request (HTTP/2
+/// names it in `:authority`). For an absolute-form target the target's authority is the host
+/// (§3.2.2). It becomes `X-Forwarded-Host`, which upstreams build links from, so anything else
+/// is refused (400) rather than passed on.
+fn client_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'static str> {
+    let mut fields = parts.headers.get_all(header::HOST).iter();
+    let host = fields.next();
+    if fields.next().is_some() {
+        return Err("the request has more than one Host header");
+    }
+    let is_host = |text: &str| text.parse::<http::uri::Authority>().is_ok_and(|a| !a.as_str().contains('@'));
+    if let Some(host) = host
+        && !host.to_str().is_ok_and(is_host)
+    {
+        return Err("the Host header is not a valid host");
+    }
+    if host.is_none() && parts.version == Version::HTTP_11 {
+        return Err("an HTTP/1.1 request must carry a Host header");
+    }
+    match parts.uri.authority() {
+        Some(authority) if !is_host(authority.as_str()) => {
+            Err("the request target's authority is not a valid host")
+        }
+        Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),
+        None => Ok(host.cloned()),
+    }
+}
+
+/// Joins the `Cookie` fields into one, as HTTP/2 clients split them ("crumbs") and an
+/// HTTP/1.1 upstream expects one field (RFC 9113 §8.2.3, RFC 6265 §5.4).
+fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let crumbs = headers.get_all(header::COOKIE);
+    if crumbs.iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = crumbs.iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 fn set_forwarded(headers: &mut HeaderMap, ip: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
     let previous: Vec<String> = if trusted {
         headers

@@ -70,6 +70,23 @@ impl Receivers {
 
     /// Whether a request on `listener` for `path` is a receiver's, and which.
     pub fn route(&self, listener: ListenerChoice, path: &str) -> Option<Receiver> {
+        if self.logout.is_none() && self.events.is_none() {
+            return None;
+        }
+        self.route_exact(listener, path).or_else(|| {
+            // The proxy forwards the normalised path, so `/./backchannel-logout` must not reach
+            // the upstream as the receiver's path: it is the receiver's too. Normalising only
+            // changes paths with dot segments, repeated slashes or escapes.
+            if !(path.contains("//") || path.contains("/.") || path.contains('%')) {
+                return None;
+            }
+            let normal = tokengate::policy::normalize_path(path).ok()?;
+            self.route_exact(listener, &normal)
+        })
+    }
+
+    /// The receiver at exactly `path` on `listener`.
+    fn route_exact(&self, listener: ListenerChoice, path: &str) -> Option<Receiver> {
         let at = |e: &EndpointSettings| e.listener == listener && e.path == path;
         if let Some((endpoint, receiver)) = &self.logout
             && at(endpoint)

@@ -793,3 +793,129 @@ async fn read_head(stream: &mut tokio::net::TcpStream) {
         head.push(byte[0]);
     }
 }
+
+/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, with more than
+/// one, or with an invalid one. The gateway also turns the host into `X-Forwarded-Host`, which
+/// upstreams build links from (password resets), so nothing else may pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_repeated_or_invalid_host_is_400() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    for request in [
+        "GET /public/a HTTP/1.1\r\n\r\n",
+        "GET /public/a HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        "GET /public/a HTTP/1.1\r\nHost: evil.example/reset?x=\r\n\r\n",
+        "GET /public/a HTTP/1.1\r\nHost: a@evil.example\r\n\r\n",
+        "GET /public/a HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n",
+        "GET /public/a HTTP/1.1\r\nHost: \r\n\r\n",
+        "GET http://a@evil.example/public/a HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        "GET /public/a HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+    ] {
+        let answer = raw_exchange(gw.listen, request.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"),
+            "{request:?} → {answer}"
+        );
+        assert!(answer.contains("Host") || answer.contains("host"), "{request:?} → {answer}");
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
+
+    // A valid host passes and becomes X-Forwarded-Host; for an absolute-form target the
+    // target's authority is the host (RFC 9112 §3.2.2); HTTP/1.0 may omit it.
+    for (request, forwarded) in [
+        ("GET /public/a HTTP/1.1\r\nHost: shop.example:8443\r\n\r\n", Some("shop.example:8443")),
+        ("GET /public/a HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", Some("[::1]:80")),
+        ("GET http://shop.example/public/a HTTP/1.1\r\nHost: other.example\r\n\r\n", Some("shop.example")),
+        ("GET /public/a HTTP/1.0\r\n\r\n", None),
+    ] {
+        let answer = raw_exchange(gw.listen, request.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{request:?} → {answer}"
+        );
+        let seen = upstream.requests().pop().expect("the upstream got the request");
+        assert_eq!(seen.header("x-forwarded-host"), forwarded, "{request:?}");
+    }
+}
+
+/// RFC 9112 §6.3: a response with both `Transfer-Encoding` and `Content-Length` is framed by
+/// the former; an intermediary must drop the latter. Forwarded, the stale length cut the body
+/// short or left the client waiting for bytes that never came.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_content_length_next_to_transfer_encoding_is_not_forwarded() {
+    let issuer = Issuer::start().await;
+    for length in [100, 1] {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            read_head(&mut stream).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            // Keep the connection open: the client must not need a close to see the end.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let gw = start(&issuer, &upstream_url, "").await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(4),
+            reqwest::Client::new().get(format!("{}/public/x", gw.url())).send(),
+        )
+        .await
+        .expect("answered in time")
+        .unwrap();
+        assert_eq!(r.status(), 200, "Content-Length: {length}");
+        assert!(r.headers().get("content-length").is_none_or(|v| v == "2"), "{:?}", r.headers());
+        let body =
+            tokio::time::timeout(Duration::from_secs(4), r.text()).await.expect("the whole body").unwrap();
+        assert_eq!(body, "ok", "Content-Length: {length}");
+        server.abort();
+    }
+}
+
+/// The gateway strips `Upgrade` from requests, so an upstream's 101 is a protocol switch no one
+/// asked for (RFC 9110 §15.2.2): 502, and no tunnel.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unrequested_protocol_switch_is_502() {
+    let issuer = Issuer::start().await;
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = upstream.accept().await.unwrap();
+        read_head(&mut stream).await;
+        let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let gw = start(&issuer, &upstream_url, "").await;
+    let request = "GET /public/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let answer = raw_exchange(gw.listen, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    server.abort();
+}
+
+/// RFC 9113 §8.2.3: an HTTP/2 client may split `Cookie` into crumbs; they are joined with
+/// "; " before the request goes to the HTTP/1.1 upstream, which expects one field.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_cookie_crumbs_reach_the_upstream_as_one_field() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let gw = start(&issuer, &upstream.url(), "").await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = client
+        .get(format!("{}/public/h2", gw.url()))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let seen = upstream.requests().pop().expect("the upstream got the request");
+    let cookies: Vec<&str> =
+        seen.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+}

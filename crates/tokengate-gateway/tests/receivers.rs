@@ -374,3 +374,36 @@ issuer = "{issuer_url}"
     assert_eq!(r.status(), 200);
     assert_eq!(api(user).await.unwrap().status(), 401, "alice's sessions are logged out");
 }
+
+/// The receivers answer at their exact path, and the proxy forwards the normalised path: so a
+/// receiver's path spelled with dot segments or doubled slashes is the receiver's too, and
+/// never reaches the upstream as `POST /backchannel-logout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_path_never_reaches_the_upstream_however_spelled() {
+    let issuer = Issuer::start().await;
+    let upstream = EchoUpstream::start().await;
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         {issuer}logout_client_id = \"{CLIENT_ID}\"\n\n[backchannel_logout]\n",
+        upstream = upstream.url(),
+        issuer = issuer_toml(&issuer),
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = reqwest::Client::new();
+    let token = issuer.token().sub("alice").sign();
+    for path in
+        ["/./backchannel-logout", "//backchannel-logout", "/x/../backchannel-logout", "/%62ackchannel-logout"]
+    {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let answer = common::raw_exchange(gw.listen, request.as_bytes()).await;
+        // The receiver's answer to a request without a logout token.
+        assert!(answer.starts_with("HTTP/1.1 4"), "{path}: {answer}");
+    }
+    let paths: Vec<String> = upstream.requests().into_iter().map(|r| r.path).collect();
+    assert!(paths.is_empty(), "the upstream got {paths:?}");
+    // Other paths still go to the upstream.
+    let r = client.get(format!("{}/api/x", gw.url())).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
