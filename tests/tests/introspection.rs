@@ -847,7 +847,9 @@ async fn a_token_living_beyond_the_maximum_lifetime_is_refused_after_its_subject
     s.layer.gate().revocations().revoke_subject(&s.issuer.url(), "alice", None).unwrap();
     assert_refused(s.get("/api/x", &long).await, 401, "invalid_token").await;
 
-    s.advance(MAX_LIFETIME + 1);
+    // The entry ends at T + L and is kept for the largest leeway after it.
+    let kept = tokengate::revocation::KEPT_PAST_EXPIRY.as_secs() as i64;
+    s.advance(MAX_LIFETIME + kept + 1);
     assert!(s.layer.gate().revocations().entries().is_empty(), "alice's entry has expired");
     let calls = s.calls.load(Ordering::SeqCst);
     assert_refused(s.get("/api/x", &long).await, 401, "invalid_token").await;

@@ -494,8 +494,13 @@ mod backend {
         /// Trims expired entries, then merges the whole set into the local list.
         async fn full_load(&self, conn: &mut Conn) -> Result<(), ()> {
             let t = self.settings.command_timeout;
-            let trim =
-                redis::cmd("ZREMRANGEBYSCORE").arg(&self.entries_key).arg("-inf").arg(unix_now()).clone();
+            // Entries stay in force a while past their expiry, for the leeway (KEPT_PAST_EXPIRY).
+            let kept = tokengate::revocation::KEPT_PAST_EXPIRY.as_secs() as i64;
+            let trim = redis::cmd("ZREMRANGEBYSCORE")
+                .arg(&self.entries_key)
+                .arg("-inf")
+                .arg(unix_now().saturating_sub(kept))
+                .clone();
             self.timed("trim", t, trim.query_async::<()>(conn)).await?;
             let mut cursor: u64 = 0;
             let mut batch = Vec::new();

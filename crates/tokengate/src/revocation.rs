@@ -10,6 +10,10 @@
 //!   (back-channel logout, a CAEP `session-revoked` event) never comes back. Its time T (when
 //!   the session was revoked) counts as a cut-off for the maximum-lifetime rule below.
 //!
+//! Every entry stays in force [`KEPT_PAST_EXPIRY`] (the largest leeway, 5 min) past the time
+//! it ends at: a token is accepted until its `exp` plus its issuer's leeway, so an entry that
+//! ended at `exp` would let the token in again for that long.
+//!
 //! # Sharing a list between processes
 //!
 //! The list itself is local memory. To share it (the gateway does, through Redis), give it an
@@ -192,12 +196,12 @@ impl Entries {
 
     fn prune(&mut self, now: i64) {
         for map in self.tokens.values_mut() {
-            map.retain(|_, expires_at| *expires_at > now);
+            map.retain(|_, expires_at| alive(*expires_at, now));
         }
         self.tokens.retain(|_, m| !m.is_empty());
         for timed in [&mut self.subjects, &mut self.sessions] {
             for map in timed.values_mut() {
-                map.retain(|_, (_, expires_at)| *expires_at > now);
+                map.retain(|_, (_, expires_at)| alive(*expires_at, now));
             }
             timed.retain(|_, m| !m.is_empty());
         }
@@ -211,7 +215,7 @@ impl Entries {
                 if issuer.is_empty() || jti.is_empty() {
                     return Err(RevocationError::Invalid("issuer and jti must not be empty"));
                 }
-                if expires_at <= now {
+                if !alive(expires_at, now) {
                     return Ok(false); // The token has expired anyway: nothing to remember.
                 }
                 let exists = self.tokens.get(issuer.as_str()).is_some_and(|m| m.contains_key(jti.as_str()));
@@ -227,14 +231,14 @@ impl Entries {
                     return Err(RevocationError::Invalid("issuer and subject must not be empty"));
                 }
                 self.merge_timed(Kind::Subject, issuer, subject, issued_before, expires_at, now, capacity)?;
-                return Ok(expires_at > now);
+                return Ok(alive(expires_at, now));
             }
             Revocation::Session { issuer, sid, revoked_at, expires_at } => {
                 if issuer.is_empty() || sid.is_empty() {
                     return Err(RevocationError::Invalid("issuer and sid must not be empty"));
                 }
                 self.merge_timed(Kind::Session, issuer, sid, revoked_at, expires_at, now, capacity)?;
-                return Ok(expires_at > now);
+                return Ok(alive(expires_at, now));
             }
         }
         Ok(true)
@@ -252,7 +256,7 @@ impl Entries {
         now: i64,
         capacity: usize,
     ) -> Result<(), RevocationError> {
-        if expires_at <= now {
+        if !alive(expires_at, now) {
             return Ok(());
         }
         let known_issuer = self.latest_cutoff.contains_key(issuer.as_str());
@@ -333,7 +337,7 @@ impl RevocationList {
     }
 
     /// Revokes one token of `issuer` by `jti`, until `expires_at` (its `exp`; when unknown,
-    /// now plus the maximum token lifetime).
+    /// now plus the maximum token lifetime), and [`KEPT_PAST_EXPIRY`] beyond, for the leeway.
     pub fn revoke_token(
         &self,
         issuer: &str,
@@ -496,12 +500,12 @@ impl RevocationList {
         let entries = self.inner.entries.load();
         let mut out = Vec::new();
         for (issuer, map) in &entries.tokens {
-            for (jti, &expires_at) in map.iter().filter(|(_, e)| **e > now) {
+            for (jti, &expires_at) in map.iter().filter(|(_, e)| alive(**e, now)) {
                 out.push(Revocation::Token { issuer: issuer.to_string(), jti: jti.to_string(), expires_at });
             }
         }
         for (issuer, map) in &entries.subjects {
-            for (subject, &(issued_before, expires_at)) in map.iter().filter(|(_, (_, e))| *e > now) {
+            for (subject, &(issued_before, expires_at)) in map.iter().filter(|(_, (_, e))| alive(*e, now)) {
                 out.push(Revocation::Subject {
                     issuer: issuer.to_string(),
                     subject: subject.to_string(),
@@ -511,7 +515,7 @@ impl RevocationList {
             }
         }
         for (issuer, map) in &entries.sessions {
-            for (sid, &(revoked_at, expires_at)) in map.iter().filter(|(_, (_, e))| *e > now) {
+            for (sid, &(revoked_at, expires_at)) in map.iter().filter(|(_, (_, e))| alive(*e, now)) {
                 out.push(Revocation::Session {
                     issuer: issuer.to_string(),
                     sid: sid.to_string(),
@@ -538,6 +542,17 @@ impl RevocationList {
     }
 }
 
+/// How long an entry stays in force past its `expires_at`. A token is accepted until its `exp`
+/// plus its issuer's leeway, which is at most [`MAX_LEEWAY`](crate::jwt::MAX_LEEWAY): an entry
+/// that ended at `exp` would let its token in again for that long. A store that shares the list
+/// keeps entries as long (the gateway's Redis store trims by `expires_at` + this).
+pub const KEPT_PAST_EXPIRY: Duration = crate::jwt::MAX_LEEWAY;
+
+/// Whether an entry with `expires_at` is still in force at `now` (see [`KEPT_PAST_EXPIRY`]).
+fn alive(expires_at: i64, now: i64) -> bool {
+    expires_at.saturating_add(KEPT_PAST_EXPIRY.as_secs() as i64) > now
+}
+
 /// By `jti`, or by subject for a token issued at or before the cut-off (or without `iat`).
 fn listed(
     entries: &Entries,
@@ -549,13 +564,13 @@ fn listed(
 ) -> bool {
     if let Some(jti) = jti
         && let Some(&until) = entries.tokens.get(issuer).and_then(|m| m.get(jti))
-        && until > now
+        && alive(until, now)
     {
         return true;
     }
     if let Some(subject) = subject
         && let Some(&(before, until)) = entries.subjects.get(issuer).and_then(|m| m.get(subject))
-        && until > now
+        && alive(until, now)
     {
         return issued_at.is_none_or(|iat| iat <= before);
     }
@@ -568,7 +583,7 @@ fn session_listed(entries: &Entries, issuer: &str, session: Option<&str>, now: i
     let Some(sid) = session.filter(|_| !entries.sessions.is_empty()) else {
         return false;
     };
-    entries.sessions.get(issuer).and_then(|m| m.get(sid)).is_some_and(|&(_, until)| until > now)
+    entries.sessions.get(issuer).and_then(|m| m.get(sid)).is_some_and(|&(_, until)| alive(until, now))
 }
 
 impl fmt::Debug for RevocationList {
@@ -585,6 +600,9 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
+    /// [`KEPT_PAST_EXPIRY`] in seconds.
+    const KEPT: i64 = KEPT_PAST_EXPIRY.as_secs() as i64;
+
     fn list(clock: &ManualClock, capacity: usize) -> RevocationList {
         RevocationList::with_settings(Arc::new(clock.clone()), capacity, Duration::from_secs(3600))
     }
@@ -597,8 +615,10 @@ mod tests {
         assert!(l.is_revoked("iss", Some("t1"), None, None, 1_050));
         assert!(!l.is_revoked("other", Some("t1"), None, None, 1_050));
         assert!(!l.is_revoked("iss", Some("t2"), None, None, 1_050));
-        assert!(!l.is_revoked("iss", Some("t1"), None, None, 1_100));
-        clock.set(1_200);
+        assert!(l.is_revoked("iss", Some("t1"), None, None, 1_100), "through the leeway after exp");
+        assert!(l.is_revoked("iss", Some("t1"), None, None, 1_100 + KEPT - 1));
+        assert!(!l.is_revoked("iss", Some("t1"), None, None, 1_100 + KEPT));
+        clock.set(1_100 + KEPT);
         l.revoke_token("iss", "t3", None).unwrap();
         assert_eq!(l.len(), 1, "the expired entry was pruned by the write");
     }
@@ -613,7 +633,8 @@ mod tests {
         assert!(!l.is_revoked("iss", None, Some("alice"), Some(1_001), 1_001));
         assert!(l.is_revoked("iss", None, Some("alice"), None, 1_001), "no iat: cannot prove it is newer");
         assert!(!l.is_revoked("iss", None, Some("bob"), Some(1), 1_001));
-        assert!(!l.is_revoked("iss", None, Some("alice"), Some(999), 1_000 + 3_600), "entry expired");
+        assert!(l.is_revoked("iss", None, Some("alice"), Some(999), 1_000 + 3_600), "the leeway after T + L");
+        assert!(!l.is_revoked("iss", None, Some("alice"), Some(999), 1_000 + 3_600 + KEPT), "entry expired");
     }
 
     #[test]
@@ -624,7 +645,7 @@ mod tests {
         let (iat, exp) = (Some(900), Some(900 + 3 * 3_600));
         l.revoke_subject("iss", "alice", None).unwrap();
         assert!(l.is_token_revoked("iss", None, Some("alice"), None, iat, exp, 1_001));
-        clock.set(1_000 + 3_600 + 1);
+        clock.set(1_000 + 3_600 + KEPT + 1);
         l.revoke_token("iss", "unrelated", Some(99_999)).unwrap(); // a write prunes alice's entry
         assert_eq!(l.entries().len(), 1, "alice's entry is forgotten");
         assert!(
@@ -689,7 +710,8 @@ mod tests {
         assert!(!check(None, Some(999), 1_001));
         assert!(!l.is_token_revoked("other", None, None, Some("sid-1"), Some(999), None, 1_001));
         assert!(l.is_session_revoked("iss", "sid-1", 1_001));
-        assert!(!l.is_session_revoked("iss", "sid-1", 4_600), "entry expired");
+        assert!(l.is_session_revoked("iss", "sid-1", 4_600), "the leeway after its end");
+        assert!(!l.is_session_revoked("iss", "sid-1", 4_600 + KEPT), "entry expired");
         assert!(
             !l.is_revoked("iss", Some("j"), Some("bob"), Some(999), 1_001),
             "is_revoked ignores sessions"
@@ -717,11 +739,11 @@ mod tests {
         assert!(l.set_observer(Arc::new(move |e: &Revocation| sink.lock().unwrap().push(e.clone()))).is_ok());
         assert!(l.set_observer(Arc::new(|_: &Revocation| {})).is_err(), "one observer per list");
         let added = l.revoke_token("iss", "mine", Some(2_000)).unwrap();
-        l.revoke_token("iss", "expired", Some(999)).unwrap();
+        l.revoke_token("iss", "expired", Some(999 - KEPT)).unwrap();
         let learnt = Revocation::Token { issuer: "iss".into(), jti: "theirs".into(), expires_at: 2_000 };
         assert_eq!(l.apply(learnt.clone()), Ok(true));
         assert_eq!(
-            l.apply(Revocation::Token { issuer: "iss".into(), jti: "old".into(), expires_at: 5 }),
+            l.apply(Revocation::Token { issuer: "iss".into(), jti: "old".into(), expires_at: 1_000 - KEPT }),
             Ok(false)
         );
         assert_eq!(*heard.lock().unwrap(), vec![added], "only the live entry added here");
