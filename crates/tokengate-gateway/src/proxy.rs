@@ -250,9 +250,10 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'st
     if fields.next().is_some() {
         return Err("the request has more than one Host header");
     }
-    let is_host = |text: &str| text.parse::<http::uri::Authority>().is_ok_and(|a| !a.as_str().contains('@'));
+    let no_userinfo = |authority: &http::uri::Authority| !authority.as_str().contains('@');
     if let Some(host) = host
-        && !host.to_str().is_ok_and(is_host)
+        && !is_plain_host(host.as_bytes())
+        && !host.to_str().is_ok_and(|text| text.parse().is_ok_and(|a| no_userinfo(&a)))
     {
         return Err("the Host header is not a valid host");
     }
@@ -260,12 +261,26 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'st
         return Err("an HTTP/1.1 request must carry a Host header");
     }
     match parts.uri.authority() {
-        Some(authority) if !is_host(authority.as_str()) => {
+        Some(authority) if !no_userinfo(authority) => {
             Err("the request target's authority is not a valid host")
         }
         Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),
         None => Ok(host.cloned()),
     }
+}
+
+/// Whether `host` is `name` or `name:port` with a name of letters, digits, `.` and `-` and a
+/// port of digits: certainly a valid authority (RFC 3986 `reg-name` and `port`), and what
+/// nearly every request carries. Anything else goes through `http`'s authority parser, which
+/// copies the value; this spares the common case that allocation.
+fn is_plain_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().position(|&b| b == b':') {
+        Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+        None => (host, None),
+    };
+    !name.is_empty()
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|port| !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit))
 }
 
 /// Joins the `Cookie` fields into one, as HTTP/2 clients split them ("crumbs") and an
@@ -314,6 +329,17 @@ fn set_forwarded(headers: &mut HeaderMap, ip: &HeaderValue, trusted: bool, host:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_hosts_are_valid_authorities_and_nothing_else_is_plain() {
+        for plain in ["a.example", "a.example:8443", "A-1.x:1", "localhost", "127.0.0.1:80", "x:65535"] {
+            assert!(is_plain_host(plain.as_bytes()), "{plain}");
+            assert!(plain.parse::<http::uri::Authority>().is_ok(), "{plain}");
+        }
+        for other in ["", ":80", "a:", "a:123456", "a@b", "a b", "[::1]:80", "a/b", "a:8x", "a:1:2", "é"] {
+            assert!(!is_plain_host(other.as_bytes()), "{other}");
+        }
+    }
 
     #[test]
     fn forwarded_headers_append_and_replace() {
