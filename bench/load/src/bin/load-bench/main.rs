@@ -60,9 +60,18 @@ const PROXY_RUNS_PER_WORKER_COUNT: u64 = 3;
 /// on all of them alike; their rows take the median round.
 const ROUNDS: usize = 3;
 
+/// Rounds of the first passes: an even number, so each of the two layers is measured first in
+/// as many rounds as the other (with three, the first-measured layer's passes came out slower
+/// in both runs that had them).
+const FIRST_PASS_ROUNDS: usize = 4;
+
 /// Short first passes over the distinct tokens per worker count: tokengate and jwt-authorizer,
-/// [`ROUNDS`] each, every one in a fresh process after its own warm-up.
-const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2 * ROUNDS as u64;
+/// [`FIRST_PASS_ROUNDS`] each, every one in a fresh process after its own warm-up.
+const FIRST_PASSES_PER_WORKER_COUNT: u64 = 2 * FIRST_PASS_ROUNDS as u64;
+
+/// The longest a first pass may take (wrk's `-d`, which it also sleeps through after the pass):
+/// a pass of 10 000 tokens takes under 1.5 s even for jwt-authorizer on one worker.
+const FIRST_PASS_LIMIT: Duration = Duration::from_secs(5);
 
 /// Load tokengate's gate, jwt-authorizer, nginx and the gateway with wrk; print one markdown
 /// table of req/s, latency and server CPU per request, all relative to the same run's baseline.
@@ -280,6 +289,7 @@ fn print_header(cli: &Cli, load: &Load) {
     if cli.runs(Group::Proxy) {
         runs += worker_counts * PROXY_RUNS_PER_WORKER_COUNT;
     }
+    let pass_limit = FIRST_PASS_LIMIT.as_secs().min(cli.duration);
     println!("## tokengate load benchmark\n");
     println!("- machine: {cores} cores (nproc), {model}, Linux {}", kernel.trim());
     println!("- tools: {}; {}", first_line(&load.wrk, "-v"), first_line(&cli.nginx, "-v"));
@@ -290,8 +300,8 @@ fn print_header(cli: &Cli, load: &Load) {
         load.describe(),
         cli.duration,
         cli.warmup,
-        cli.duration,
-        (runs + passes) * (cli.warmup + cli.duration),
+        pass_limit,
+        runs * (cli.warmup + cli.duration) + passes * (cli.warmup + pass_limit),
     );
     println!("- tokens: RS256 (RSA-2048) from the in-process testkit issuer; every request carries one\n");
 }
@@ -536,7 +546,7 @@ impl Bench<'_> {
         )
     }
 
-    /// tokengate and jwt-authorizer with the distinct tokens, in [`ROUNDS`] rounds. Each round
+    /// tokengate and jwt-authorizer with the distinct tokens, in [`FIRST_PASS_ROUNDS`] rounds. Each round
     /// starts a fresh process of each layer (in an order that rotates), checks it, warms it up
     /// with the warm token only (so for tokengate every distinct token is still a cold
     /// verification) and measures its first pass over the tokens (wrk stops once each was
@@ -553,10 +563,10 @@ impl Bench<'_> {
             (JwtAuthorizer, Kind::JwtAuthorizerFirstPass, Kind::JwtAuthorizerLaterPasses),
         ];
         let tokens = self.distinct_file.clone();
-        let pass_limit = Duration::from_secs(self.cli.duration);
+        let pass_limit = FIRST_PASS_LIMIT.min(Duration::from_secs(self.cli.duration));
         let mut first_passes: Vec<Vec<Row>> = vec![Vec::new(); layers.len()];
         let mut later_passes: Vec<Option<Row>> = vec![None; layers.len()];
-        for round in 0..ROUNDS {
+        for round in 0..FIRST_PASS_ROUNDS {
             for turn in 0..layers.len() {
                 let index = (round + turn) % layers.len();
                 let (mode, first, later) = layers[index];
@@ -567,7 +577,7 @@ impl Bench<'_> {
                 self.warm_up(&format!("{first:?}, {workers} worker(s), round {}", round + 1), &target)?;
                 let row = self.sample(first, workers, &target, &tokens, pass_limit, true)?;
                 first_passes[index].push(row);
-                if round + 1 == ROUNDS {
+                if round + 1 == FIRST_PASS_ROUNDS {
                     let duration = Duration::from_secs(self.cli.duration);
                     later_passes[index] =
                         Some(self.sample(later, workers, &target, &tokens, duration, false)?);
