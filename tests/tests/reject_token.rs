@@ -312,9 +312,16 @@ async fn logout_tokens_and_security_event_tokens_are_never_access_tokens() {
         })
         .await;
         let logout_event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
-        for typ in
-            ["logout+jwt", "application/logout+jwt", "Logout+JWT", "secevent+jwt", "application/secevent+jwt"]
-        {
+        for typ in [
+            "logout+jwt",
+            "application/logout+jwt",
+            "Logout+JWT",
+            "secevent+jwt",
+            "application/secevent+jwt",
+            "logout+jwt; charset=utf-8",
+            "application/secevent+jwt;v=1",
+            " logout+jwt ;x=y",
+        ] {
             let token = h.issuer.token().header("typ", json!(typ)).sign();
             h.refused(&token).await.assert_invalid_token("the token has the wrong type");
         }

@@ -236,24 +236,19 @@ impl Proxy {
     }
 }
 
-/// `X-Forwarded-For`: the client's address `ip`, after the chain it sent when it is `trusted`;
-/// `-Proto` and `-Host`: ours, any inbound value dropped (the gateway terminates plain HTTP and
-/// knows the host it was asked).
 /// The host the client asked for, checked as RFC 9112 §3.2 requires of a server: at most one
-/// `Host` field, a valid authority without userinfo, and one on every HTTP/1.1 request (HTTP/2
-/// names it in `:authority`). For an absolute-form target the target's authority is the host
-/// (§3.2.2). It becomes `X-Forwarded-Host`, which upstreams build links from, so anything else
-/// is refused (400) rather than passed on.
+/// `Host` field, and one on every HTTP/1.1 request (HTTP/2 names it in `:authority`). For an
+/// absolute-form target the target's authority is the host (§3.2.2). It becomes
+/// `X-Forwarded-Host`, which upstreams build links from (password resets), so it must be one
+/// plain host (see [`is_forwardable_host`]); anything else is refused (400) rather than passed on.
 fn client_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'static str> {
     let mut fields = parts.headers.get_all(header::HOST).iter();
     let host = fields.next();
     if fields.next().is_some() {
         return Err("the request has more than one Host header");
     }
-    let no_userinfo = |authority: &http::uri::Authority| !authority.as_str().contains('@');
     if let Some(host) = host
-        && !is_plain_host(host.as_bytes())
-        && !host.to_str().is_ok_and(|text| text.parse().is_ok_and(|a| no_userinfo(&a)))
+        && !is_forwardable_host(host.as_bytes())
     {
         return Err("the Host header is not a valid host");
     }
@@ -261,7 +256,7 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'st
         return Err("an HTTP/1.1 request must carry a Host header");
     }
     match parts.uri.authority() {
-        Some(authority) if !no_userinfo(authority) => {
+        Some(authority) if !is_forwardable_host(authority.as_str().as_bytes()) => {
             Err("the request target's authority is not a valid host")
         }
         Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),
@@ -269,18 +264,35 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'st
     }
 }
 
-/// Whether `host` is `name` or `name:port` with a name of letters, digits, `.` and `-` and a
-/// port of digits: certainly a valid authority (RFC 3986 `reg-name` and `port`), and what
-/// nearly every request carries. Anything else goes through `http`'s authority parser, which
-/// copies the value; this spares the common case that allocation.
-fn is_plain_host(host: &[u8]) -> bool {
-    let (name, port) = match host.iter().position(|&b| b == b':') {
-        Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
-        None => (host, None),
+/// Whether `host` is one host an upstream can build a URL from: `name[:port]` with a name of
+/// RFC 3986 unreserved characters (letters, digits, `-`, `.`, `_`, `~`), or an IPv6 literal
+/// in brackets (`[::1]:8443`), and a port of 1 to 5 digits. Stricter than the URI grammar on
+/// purpose: its sub-delimiters would let `a.example,evil.example` through as one name (a list,
+/// to an upstream that takes its last item), and no userinfo (`a@evil.example`) or path fits.
+fn is_forwardable_host(host: &[u8]) -> bool {
+    let (name_ok, rest) = match host.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            Some(close) => {
+                let inner = std::str::from_utf8(&literal[..close]).ok();
+                (
+                    inner.is_some_and(|inner| inner.parse::<std::net::Ipv6Addr>().is_ok()),
+                    &literal[close + 1..],
+                )
+            }
+            None => (false, &b""[..]),
+        },
+        None => {
+            let colon = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+            let name = &host[..colon];
+            let unreserved = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+            (!name.is_empty() && name.iter().all(unreserved), &host[colon..])
+        }
     };
-    !name.is_empty()
-        && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && port.is_none_or(|port| !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit))
+    let port_ok = match rest.strip_prefix(b":") {
+        Some(port) => (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit),
+        None => rest.is_empty(),
+    };
+    name_ok && port_ok
 }
 
 /// Joins the `Cookie` fields into one, as HTTP/2 clients split them ("crumbs") and an
@@ -296,6 +308,9 @@ fn join_cookie_crumbs(headers: &mut HeaderMap) {
     }
 }
 
+/// `X-Forwarded-For`: the client's address `ip`, after the chain it sent when it is `trusted`;
+/// `-Proto` and `-Host`: ours, any inbound value dropped (the gateway terminates plain HTTP and
+/// knows the host it was asked).
 fn set_forwarded(headers: &mut HeaderMap, ip: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
     let previous: Vec<String> = if trusted {
         headers
@@ -331,13 +346,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_hosts_are_valid_authorities_and_nothing_else_is_plain() {
-        for plain in ["a.example", "a.example:8443", "A-1.x:1", "localhost", "127.0.0.1:80", "x:65535"] {
-            assert!(is_plain_host(plain.as_bytes()), "{plain}");
-            assert!(plain.parse::<http::uri::Authority>().is_ok(), "{plain}");
+    fn forwardable_hosts_are_one_plain_host() {
+        for host in [
+            "a.example",
+            "a.example:8443",
+            "A-1.x:1",
+            "localhost",
+            "127.0.0.1:80",
+            "x:65535",
+            "a_b.~c",
+            "[::1]",
+            "[::1]:80",
+            "[2001:db8::7]:443",
+        ] {
+            assert!(is_forwardable_host(host.as_bytes()), "{host}");
+            assert!(host.parse::<http::uri::Authority>().is_ok(), "{host}: a valid authority too");
         }
-        for other in ["", ":80", "a:", "a:123456", "a@b", "a b", "[::1]:80", "a/b", "a:8x", "a:1:2", "é"] {
-            assert!(!is_plain_host(other.as_bytes()), "{other}");
+        for host in [
+            "",
+            ":80",
+            "a:",
+            "a:123456",
+            "a@b",
+            "a b",
+            "a/b",
+            "a:8x",
+            "a:1:2",
+            "é",
+            "a.example,evil.example",
+            "a.example:evil",
+            "a.example:+443",
+            "a;b",
+            "a!b",
+            "[::1",
+            "[::1]x",
+            "[zz::1]",
+            "[::1]:",
+            "a%41",
+        ] {
+            assert!(!is_forwardable_host(host.as_bytes()), "{host}");
         }
     }
 

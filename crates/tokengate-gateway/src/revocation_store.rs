@@ -6,7 +6,7 @@
 //! - **Writing**: the list's observer hears every entry added on this replica (admin API,
 //!   back-channel logout, security events) and puts it on a bounded queue; the task writes the
 //!   queue to Redis — `ZADD` into the sorted set `{prefix}:entries` (member: the entry as JSON,
-//!   score: its `expires_at`, the longest time a matching token can still be valid) and one
+//!   score: its `expires_at`, when a matching token stops being valid, bar the leeway) and one
 //!   `PUBLISH` on `{prefix}:events` per batch, in one `MULTI`/`EXEC`.
 //! - **Learning**: the task subscribes to `{prefix}:events` and merges what other replicas
 //!   publish with [`RevocationList::apply_all`], which does not tell the observer (no echo).
@@ -21,7 +21,9 @@
 //!   harmless.
 //! - **Expiry**: Redis 7.0 (Debian 12) has no per-field expiry (`HEXPIRE` is 7.4), so entries
 //!   share one sorted set scored by expiry and the task trims it with `ZREMRANGEBYSCORE` on
-//!   every connect and full load. A full load is one `ZSCAN` walk of one key.
+//!   every connect and full load, keeping what expired less than
+//!   [`KEPT_PAST_EXPIRY`](tokengate::revocation::KEPT_PAST_EXPIRY) ago (a token is accepted
+//!   until its `exp` plus the leeway). A full load is one `ZSCAN` walk of one key.
 //!
 //! # When Redis is unreachable
 //!

@@ -808,6 +808,10 @@ async fn a_missing_repeated_or_invalid_host_is_400() {
         "GET /public/a HTTP/1.1\r\nHost: evil.example/reset?x=\r\n\r\n",
         "GET /public/a HTTP/1.1\r\nHost: a@evil.example\r\n\r\n",
         "GET /public/a HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n",
+        // Valid to the URI grammar, but a list to an upstream that takes its last item.
+        "GET /public/a HTTP/1.1\r\nHost: a.example,evil.example\r\n\r\n",
+        "GET /public/a HTTP/1.1\r\nHost: a.example:evil\r\n\r\n",
+        "GET /public/a HTTP/1.1\r\nHost: a.example:+443\r\n\r\n",
         "GET /public/a HTTP/1.1\r\nHost: \r\n\r\n",
         "GET http://a@evil.example/public/a HTTP/1.1\r\nHost: evil.example\r\n\r\n",
         "GET /public/a HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n",

@@ -207,7 +207,8 @@ impl Entries {
         }
     }
 
-    /// Merges one entry. `Ok(true)`: in force now; `Ok(false)`: already expired, ignored.
+    /// Merges one entry. `Ok(true)`: in force now; `Ok(false)`: past its expiry and
+    /// [`KEPT_PAST_EXPIRY`], ignored.
     /// A new entry past `capacity` is refused; strengthening an existing one never is.
     fn merge(&mut self, entry: Revocation, now: i64, capacity: usize) -> Result<bool, RevocationError> {
         match entry {
@@ -378,14 +379,16 @@ impl RevocationList {
     }
 
     /// Adds an entry made here, and tells the [observer](Self::set_observer). Adding an entry
-    /// that exists keeps the later expiry and the later cut-off time. An entry already expired
-    /// is accepted and forgotten at once (the observer is not told).
+    /// that exists keeps the later expiry and the later cut-off time. An entry past its expiry
+    /// and [`KEPT_PAST_EXPIRY`] is accepted and forgotten at once (the observer is not told);
+    /// one that expired less long ago is kept, since its token may still be in its leeway.
     pub fn add(&self, entry: Revocation) -> Result<(), RevocationError> {
         self.write(entry, true).map(|_| ())
     }
 
     /// Merges an entry learnt from elsewhere (another replica, a shared store) *without*
-    /// telling the observer, so it is not sent back. `Ok(false)`: already expired, ignored.
+    /// telling the observer, so it is not sent back. `Ok(false)`: past its expiry and
+    /// [`KEPT_PAST_EXPIRY`], ignored.
     pub fn apply(&self, entry: Revocation) -> Result<bool, RevocationError> {
         self.write(entry, false)
     }

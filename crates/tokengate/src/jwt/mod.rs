@@ -234,7 +234,9 @@ pub(crate) fn verify_detailed(
     // API also accepts, is still no access token: refused by its `typ`, or, untyped, by the
     // `events` claim both carry (OIDC Back-Channel Logout §2.4, RFC 8417 §2.2).
     if issuer.access_tokens_only {
-        let other_type = matches!(&header.typ, Some(Member::Str(typ)) if OTHER_JWT_TYPES.iter().any(|t| media_type_eq(typ, t)));
+        // Parameters (`logout+jwt; charset=utf-8`) do not make it another type.
+        let other_type = matches!(&header.typ, Some(Member::Str(typ))
+            if OTHER_JWT_TYPES.iter().any(|t| media_type_eq(typ.split(';').next().unwrap_or_default(), t)));
         if other_type || claims.events.is_some() {
             return Err(Rejection::WrongType.into());
         }
