@@ -195,14 +195,7 @@ pub fn typ_is_absent_or(token: &str, expected: &str) -> bool {
     };
     match decoded.header.get("typ") {
         None => true,
-        Some(Value::String(typ)) => {
-            let typ = typ.trim();
-            let typ = match typ.get(..12) {
-                Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
-                _ => typ,
-            };
-            typ.eq_ignore_ascii_case(expected)
-        }
+        Some(Value::String(typ)) => tokengate::jwt::media_type_eq(typ, expected),
         Some(_) => false,
     }
 }

@@ -313,18 +313,21 @@ fn verify_signature(
     }
 }
 
-/// `typ` is a media type: compared case-insensitively, with or without `application/`
-/// (RFC 7515 §4.1.9).
-fn media_type_eq(got: &str, want: &str) -> bool {
+/// Whether two `typ` values name the same media type: case-insensitively, with or without the
+/// `application/` prefix, surrounding whitespace ignored (RFC 7515 §4.1.9). Parameters
+/// (`; charset=…`) count: strip them first where they should not.
+pub fn media_type_eq(got: &str, want: &str) -> bool {
+    strip_application(got).eq_ignore_ascii_case(strip_application(want))
+}
+
+/// `typ` trimmed, without an `application/` prefix.
+fn strip_application(typ: &str) -> &str {
+    let typ = typ.trim();
     // `get` rather than slicing: `typ` is attacker-controlled and may be any UTF-8.
-    let strip = |s: &str| {
-        let s = s.trim();
-        match s.get(..12) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => s[12..].to_string(),
-            _ => s.to_string(),
-        }
-    };
-    strip(got).eq_ignore_ascii_case(&strip(want))
+    match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    }
 }
 
 /// A NumericDate claim (RFC 7519 §2): a non-negative number of seconds, not later than year
