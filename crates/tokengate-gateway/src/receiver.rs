@@ -75,9 +75,9 @@ impl Receivers {
         }
         self.route_exact(listener, path).or_else(|| {
             // The proxy forwards the normalised path, so `/./backchannel-logout` must not reach
-            // the upstream as the receiver's path: it is the receiver's too. Normalising only
-            // changes paths with dot segments, repeated slashes or escapes.
-            if !(path.contains("//") || path.contains("/.") || path.contains('%')) {
+            // the upstream as the receiver's path: it is the receiver's too. A plain path is its
+            // own normalised form, and was not a receiver's (no allocation on that common path).
+            if tokengate::policy::is_plain_path(path) {
                 return None;
             }
             let normal = tokengate::policy::normalize_path(path).ok()?;

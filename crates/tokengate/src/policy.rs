@@ -512,6 +512,14 @@ fn normalize_general(raw: &str) -> Result<String, AuthError> {
     Ok(normal)
 }
 
+/// Whether `raw` is a path [`normalize_path`] returns unchanged, answered in one pass without
+/// building anything: it starts with `/`, is printable ASCII without `%`, `\\` or `;`, and has
+/// no empty, `.` or `..` segment (one trailing `/` aside). `false` is not the contrary: a path
+/// with escapes may be normalised too.
+pub fn is_plain_path(raw: &str) -> bool {
+    raw.starts_with('/') && is_plain(raw)
+}
+
 /// Whether `raw` (starting with `/`) is already normalised and allowed as it is: printable
 /// ASCII without `%`, `\\` or `;`, and no empty, `.` or `..` segment except one trailing `/` —
 /// the common case, answered in one pass without building anything.
@@ -538,6 +546,17 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_path_is_its_own_normalised_form() {
+        for path in ["/", "/a", "/a/b/", "/.well-known/x", "/a.b/c..d"] {
+            assert!(is_plain_path(path), "{path}");
+            assert_eq!(normalize_path(path).unwrap(), path);
+        }
+        for path in ["", "a", "//a", "/./a", "/a/..", "/a%41", "/a;b", "/a\\b", "/é"] {
+            assert!(!is_plain_path(path), "{path}");
+        }
+    }
 
     fn norm(p: &str) -> Result<String, AuthError> {
         normalize_path(p)
