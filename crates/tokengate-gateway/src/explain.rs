@@ -18,7 +18,7 @@ use http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Map, Value};
 use tokengate::jwt::{IssuerVerifier, UnverifiedToken, decode_unverified};
-use tokengate::policy::{Mode, NormalizedPath, Requirement, is_scope_token, scope_tokens};
+use tokengate::policy::{Mode, NormalizedPath, Requirement};
 use tokengate::{AuthError, Authorized, Gate, Principal, Rejection, VerifiedBy};
 
 /// The registered time claims shown as dates (RFC 7519 §4.1, OpenID Connect Core §2).
@@ -769,20 +769,7 @@ fn compact(value: &Value) -> String {
 }
 
 fn unverified_scopes(decoded: Option<&UnverifiedToken<'_>>) -> Vec<String> {
-    let Some(t) = decoded else {
-        return Vec::new();
-    };
-    let split = |s: &str| scope_tokens(s).map(str::to_owned).collect();
-    match (t.claims.get("scope"), t.claims.get("scp")) {
-        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => split(s),
-        (None, Some(Value::Array(items))) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|item| is_scope_token(item))
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
+    decoded.and_then(|t| tokengate::jwt::scopes_of(&t.claims)).unwrap_or_default()
 }
 
 fn push_times(out: &mut String, claims: &Map<String, Value>, now: i64) {

@@ -421,6 +421,13 @@ pub(crate) fn scope_source<'c>(claims: &'c Claims<'_>) -> Result<ScopeSource<'c>
     }
 }
 
+/// The scopes of a claims object read as JSON (an unverified token's, say), by the rules the
+/// verifier applies (see [`scope_source`]); `None` when `scope` or `scp` has a shape the
+/// verifier refuses.
+pub fn scopes_of(claims: &Map<String, Value>) -> Option<Vec<String>> {
+    scopes(&Claims::from_map(claims)).ok()
+}
+
 /// The scopes of `claims`, one string each (see [`scope_source`]).
 pub(crate) fn scopes(claims: &Claims<'_>) -> Result<Vec<String>, Rejection> {
     Ok(match scope_source(claims)? {
@@ -578,5 +585,11 @@ mod tests {
         assert_eq!(of(r#"{"scope": " a\tb c  d\"e f\u00e9 g "}"#).unwrap(), ["c", "g"]);
         assert_eq!(of(r#"{"scp": "a\tb c"}"#).unwrap(), ["c"]);
         assert_eq!(of(r#"{"scp": ["a\tb", "c", "d e", "", "q\"", "\u00e9", "f"]}"#).unwrap(), ["c", "f"]);
+        // The same rules over an object already parsed (what `explain` shows of a token).
+        let map = |json: &str| serde_json::from_str::<Map<String, Value>>(json).unwrap();
+        assert_eq!(scopes_of(&map(r#"{"scope": "read\tadmin write"}"#)).unwrap(), ["write"]);
+        assert_eq!(scopes_of(&map(r#"{"scp": ["a", "b c"]}"#)).unwrap(), ["a"]);
+        assert_eq!(scopes_of(&map(r#"{"scp": ["a", 1]}"#)), None);
+        assert_eq!(scopes_of(&map("{}")).unwrap(), Vec::<String>::new());
     }
 }
