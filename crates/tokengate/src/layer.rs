@@ -436,9 +436,14 @@ impl TokenGateBuilder {
             if issuers.iter().any(|i| *i.issuer == *config.issuer) {
                 return Err(BuildError::issuer(&config.issuer, "is configured twice"));
             }
-            let (mut issuer, refresher) =
-                build_issuer(config, user_client.as_ref(), &clock, !self.start_not_ready).await?;
-            issuer.access_tokens_only = !self.any_token_type;
+            let (issuer, refresher) = build_issuer(
+                config,
+                user_client.as_ref(),
+                &clock,
+                !self.start_not_ready,
+                !self.any_token_type,
+            )
+            .await?;
             issuers.push(issuer);
             refreshers.extend(refresher.map(Refresher::spawn));
         }
@@ -493,6 +498,7 @@ async fn build_issuer(
     user_client: Option<&reqwest::Client>,
     clock: &SharedClock,
     fail_fast: bool,
+    access_tokens_only: bool,
 ) -> Result<(IssuerVerifier, Option<Refresher>), BuildError> {
     let name = config.issuer.as_str();
     let err = |why: &dyn fmt::Display| BuildError::issuer(name, why);
@@ -671,7 +677,7 @@ async fn build_issuer(
         require_exp: config.require_exp,
         leeway: config.leeway.as_secs() as i64,
         store,
-        access_tokens_only: true,
+        access_tokens_only,
     };
     Ok((verifier, refresher))
 }
